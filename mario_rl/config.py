@@ -1,0 +1,177 @@
+"""Typed, validated view of the Hydra config.
+
+The YAML files in conf/ are the interface; these dataclasses are their schema. ``load`` runs
+once at start-up, before any env or network exists, and turns every bad value into a
+ConfigError whose one-line message names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+GAMES = ("smb", "lost_levels")
+ACTIONS = ("right_only", "simple", "complex")
+REWARDS = ("classic", "package")
+VECTORS = ("async", "sync")
+EPSILON_SCHEDULES = ("linear", "exponential")
+WORLDS = {"smb": "12345678", "lost_levels": "123456789ABCD"}
+
+
+# Checkpoint cadence is configured in env steps; Lightning counts gradient updates.
+OmegaConf.register_new_resolver(
+    "updates_per", lambda env_steps, train_every: max(1, int(env_steps) // int(train_every)), replace=True
+)
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration mistake; its message is the one line to print."""
+
+
+@dataclass
+class EnvConfig:
+    game: str = "smb"
+    level: str = "1-1"
+    actions: str = "right_only"
+    reward: str = "classic"
+    frame_skip: int = 4
+    frame_stack: int = 4
+    frame_size: int = 84
+    crop: bool = False
+    max_episode_steps: int | None = None
+    stuck_patience: int | None = None
+    num_envs: int = 4
+    vector: str = "async"
+
+
+@dataclass
+class AgentConfig:
+    gamma: float = 0.99
+    lr: float = 1e-4
+    adam_eps: float = 1.5e-4
+    batch_size: int = 32
+    train_every: int = 4
+    learning_starts: int = 10_000
+    target_sync: int = 8_000
+    n_step: int = 1
+    dueling: bool = False
+    epsilon_schedule: str = "linear"
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    epsilon_decay_steps: int = 100_000
+    epsilon_decay: float = 0.9999
+
+
+@dataclass
+class ReplayConfig:
+    capacity: int = 100_000
+    save: bool = True
+    max_ram_fraction: float = 0.8
+
+
+@dataclass
+class RunConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    env_steps: int = 1_000_000
+    seed: int = 1
+    checkpoint_every: int = 50_000
+
+
+def levels(game: str) -> list[str]:
+    """Every single-stage level of a game, e.g. ['1-1', ..., '8-4']."""
+    return [f"{w}-{s}" for w in WORLDS[game] for s in "1234"]
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def _check(key: str, ok: bool, allowed: str, value: object) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed; it must be {allowed}")
+
+
+def check_level(game: str, level: str, key: str = "env.level") -> None:
+    """Reject a level the game does not have, listing the ones it does."""
+    if not re.fullmatch(r"[0-9A-D]-[1-4]", str(level)) or level not in levels(game):
+        worlds = WORLDS[game]
+        raise ConfigError(
+            f"{key}={level!r} is not a level of {game}; use W-S with W in {worlds[0]}..{worlds[-1]} "
+            "and S in 1..4, e.g. 1-1"
+        )
+
+
+def validate(run: RunConfig) -> None:
+    """Range checks the type system cannot express."""
+    env, agent, replay = run.env, run.agent, run.replay
+    _one_of("env.game", env.game, GAMES)
+    check_level(env.game, env.level)
+    _one_of("env.actions", env.actions, ACTIONS)
+    _one_of("env.reward", env.reward, REWARDS)
+    _one_of("env.vector", env.vector, VECTORS)
+    _check("env.frame_skip", env.frame_skip >= 2, "an integer >= 2", env.frame_skip)
+    _check("env.frame_stack", env.frame_stack >= 1, "an integer >= 1", env.frame_stack)
+    _check("env.frame_size", 36 <= env.frame_size <= 240, "an integer in [36, 240]", env.frame_size)
+    _check("env.num_envs", env.num_envs >= 1, "an integer >= 1", env.num_envs)
+    for key in ("max_episode_steps", "stuck_patience"):
+        value = getattr(env, key)
+        _check(f"env.{key}", value is None or value >= 1, "null or an integer >= 1", value)
+
+    _check("agent.gamma", 0.0 < agent.gamma <= 1.0, "in (0, 1]", agent.gamma)
+    _check("agent.lr", agent.lr > 0, "> 0", agent.lr)
+    _check("agent.adam_eps", agent.adam_eps > 0, "> 0", agent.adam_eps)
+    _check("agent.batch_size", agent.batch_size >= 1, "an integer >= 1", agent.batch_size)
+    _check("agent.train_every", agent.train_every >= 1, "an integer >= 1", agent.train_every)
+    _check("agent.learning_starts", agent.learning_starts >= 0, "an integer >= 0", agent.learning_starts)
+    _check("agent.target_sync", agent.target_sync >= 1, "an integer >= 1 (env steps)", agent.target_sync)
+    _check("agent.n_step", agent.n_step >= 1, "an integer >= 1", agent.n_step)
+    _one_of("agent.epsilon_schedule", agent.epsilon_schedule, EPSILON_SCHEDULES)
+    for key in ("epsilon_start", "epsilon_end"):
+        value = getattr(agent, key)
+        _check(f"agent.{key}", 0.0 <= value <= 1.0, "in [0, 1]", value)
+    _check("agent.epsilon_decay_steps", agent.epsilon_decay_steps >= 1, "an integer >= 1", agent.epsilon_decay_steps)
+    _check("agent.epsilon_decay", 0.0 < agent.epsilon_decay <= 1.0, "in (0, 1]", agent.epsilon_decay)
+
+    _check("replay.capacity", replay.capacity >= 1, "an integer >= 1", replay.capacity)
+    per_env = replay.capacity // env.num_envs
+    needed = env.frame_stack + agent.n_step + 1
+    _check(
+        "replay.capacity",
+        per_env >= needed,
+        f">= env.num_envs * (env.frame_stack + agent.n_step + 1) = {env.num_envs * needed}",
+        replay.capacity,
+    )
+    _check(
+        "agent.batch_size",
+        agent.batch_size <= replay.capacity,
+        f"<= replay.capacity ({replay.capacity})",
+        agent.batch_size,
+    )
+    _check("replay.max_ram_fraction", 0 < replay.max_ram_fraction <= 1, "in (0, 1]", replay.max_ram_fraction)
+    _check("env_steps", run.env_steps >= 1, "an integer >= 1", run.env_steps)
+    _check("checkpoint_every", run.checkpoint_every >= 1, "an integer >= 1 (env steps)", run.checkpoint_every)
+
+
+def load(cfg: DictConfig) -> RunConfig:
+    """Merge the Hydra config onto the schema and validate it.
+
+    Only the sections the schema knows are read; trainer, logger, callbacks and paths are
+    Hydra ``_target_`` blocks that Lightning validates itself.
+    """
+    schema = OmegaConf.structured(RunConfig)
+    picked = {f.name: cfg[f.name] for f in fields(RunConfig) if f.name in cfg}
+    try:
+        merged = OmegaConf.merge(schema, picked)
+        run: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "config"
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"{key}: {reason}") from None
+    validate(run)
+    return run

@@ -1,0 +1,163 @@
+"""ExperienceStream: the IterableDataset that plays, remembers and serves batches.
+
+It owns the vector env, the actor and the replay. Each batch it yields is paid for by
+``agent.train_every`` env steps. The env step is sent to the workers before the batch is
+handed to Lightning and collected after, so the emulators run while the learner trains.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from mario_rl.config import RunConfig
+from mario_rl.envs import make_vector_env
+from mario_rl.policy import EpsilonGreedy, epsilon
+from mario_rl.replay import ReplayBuffer
+
+
+@dataclass
+class Episode:
+    """What a person wants to know about a finished episode."""
+
+    env_steps: int
+    episode_return: float
+    length: int
+    x_pos: int
+    clear: bool
+
+
+class ExperienceStream(IterableDataset):
+    """Endless-until-budget stream of uint8 batches sampled from a self-filling replay."""
+
+    def __init__(self, run: RunConfig, policy: EpsilonGreedy):
+        super().__init__()
+        self.run = run
+        self.policy = policy
+        env = run.env
+        self.replay = ReplayBuffer(
+            capacity=run.replay.capacity,
+            num_envs=env.num_envs,
+            frame_shape=(env.frame_size, env.frame_size),
+            frame_stack=env.frame_stack,
+            n_step=run.agent.n_step,
+            gamma=run.agent.gamma,
+            seed=run.seed,
+            max_ram_fraction=run.replay.max_ram_fraction,
+        )
+        self.env_steps = 0
+        self.updates = 0
+        self.episodes = 0
+        self.finished: deque[Episode] = deque()
+        self.envs = None
+        self.obs: np.ndarray | None = None
+        self._returns = np.zeros(env.num_envs)
+        self._lengths = np.zeros(env.num_envs, dtype=np.int64)
+        self.env_seconds = 0.0
+        self._result: tuple | None = None
+
+    @property
+    def epsilon(self) -> float:
+        return epsilon(self.run.agent, self.env_steps, self.updates)
+
+    def _open(self) -> None:
+        """Start the workers and begin one episode per stream in the replay."""
+        self.envs = make_vector_env(self.run.env)
+        self.obs, _ = self.envs.reset(seed=self.run.seed + self.episodes)
+        self.replay.interrupt()
+        self.replay.start(self.obs[:, -1])
+        self._returns[:] = 0
+        self._lengths[:] = 0
+
+    def close(self) -> None:
+        if self.envs is not None:
+            self.envs.close()
+            self.envs = None
+
+    def _updates_owed(self, env_steps: int) -> int:
+        agent = self.run.agent
+        start = max(agent.learning_starts, agent.batch_size)
+        if env_steps < start:
+            return 0
+        return (env_steps - start) // agent.train_every + 1 - self.updates
+
+    def _send(self, actions: np.ndarray) -> None:
+        """Start a vector step; an in-process (sync) vector env simply runs it now."""
+        started = time.perf_counter()
+        if hasattr(self.envs, "step_async"):
+            self.envs.step_async(actions)
+        else:
+            self._result = self.envs.step(actions)
+        self.env_seconds += time.perf_counter() - started
+
+    def _record(self, actions: np.ndarray) -> None:
+        """Collect the in-flight step and store it; note finished episodes."""
+        started = time.perf_counter()
+        result, self._result = self._result, None
+        obs, rewards, terminated, truncated, infos = result or self.envs.step_wait()
+        self.env_seconds += time.perf_counter() - started
+        ended = np.logical_or(terminated, truncated)
+        next_frames = obs[:, -1].copy()
+        for i in np.flatnonzero(ended):
+            next_frames[i] = infos["final_obs"][i][-1]
+        self.replay.add(actions, rewards, terminated, truncated, next_frames, obs[:, -1])
+        self.env_steps += len(actions)
+        self._returns += rewards
+        self._lengths += 1
+        for i in np.flatnonzero(ended):
+            final = infos["final_info"]
+            self.finished.append(
+                Episode(
+                    env_steps=self.env_steps,
+                    episode_return=float(self._returns[i]),
+                    length=int(self._lengths[i]),
+                    x_pos=int(final["x_pos"][i]),
+                    clear=bool(final["flag_get"][i]),
+                )
+            )
+            self.episodes += 1
+            self._returns[i] = 0
+            self._lengths[i] = 0
+        self.obs = obs
+
+    def _batch(self) -> dict[str, Any]:
+        sample = self.replay.sample(self.run.agent.batch_size)
+        batch: dict[str, Any] = {k: torch.from_numpy(v) for k, v in sample.items()}
+        batch["env_steps"] = self.env_steps
+        batch["epsilon"] = self.epsilon
+        self.updates += 1
+        return batch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.envs is None:
+            self._open()
+        while self.env_steps < self.run.env_steps:
+            actions = self.policy(self.obs, self.epsilon)
+            self._send(actions)
+            for _ in range(self._updates_owed(self.env_steps + len(actions))):
+                yield self._batch()
+            self._record(actions)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters and random states a resumed run needs to continue where this one stopped."""
+        return {
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+            "episodes": self.episodes,
+            "policy_rng": self.policy.rng.bit_generator.state,
+            "replay_rng": self.replay.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.env_steps = state["env_steps"]
+        self.updates = state["updates"]
+        self.episodes = state["episodes"]
+        self.policy.rng.bit_generator.state = state["policy_rng"]
+        self.replay.rng.bit_generator.state = state["replay_rng"]

@@ -1,0 +1,217 @@
+"""From a level name to the uint8 frames the agent sees.
+
+Per worker: gym-super-mario-bros level -> [classic reward] -> JoypadSpace(actions)
+-> skip + max-pool over gray frames -> resize to 84 [-> crop] -> [time limits] -> frame stack.
+Workers run in a Gymnasium vector env; observations stay uint8 until the network.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, SupportsFloat
+
+import cv2
+import gym_super_mario_bros
+import gymnasium as gym
+import numpy as np
+from gym_super_mario_bros.actions import COMPLEX_MOVEMENT, RIGHT_ONLY, SIMPLE_MOVEMENT
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+from gymnasium.wrappers import FrameStackObservation, TimeLimit
+from nes_py.nes_env import OBSERVATION_MODE_GRAYSCALE
+from nes_py.wrappers import JoypadSpace
+
+from mario_rl.config import EnvConfig
+
+ACTION_SETS: dict[str, list[list[str]]] = {
+    "right_only": RIGHT_ONLY,
+    "simple": SIMPLE_MOVEMENT,
+    "complex": COMPLEX_MOVEMENT,
+}
+
+# Keys of the emulator's info dict that training and evaluation read; the rest is dropped in
+# the worker so the vector env does not ship ~30 keys per step between processes.
+INFO_KEYS = ("x_pos", "flag_get", "time", "life", "world", "stage")
+
+CLASSIC_REWARD_CLIP = 15.0
+
+
+def env_id(game: str, level: str) -> str:
+    """Gymnasium id of a single-stage level, e.g. ('smb', '1-1') -> 'SuperMarioBros-1-1-v0'."""
+    prefix = {"smb": "SuperMarioBros", "lost_levels": "SuperMarioBros2"}[game]
+    return f"{prefix}-{level}-v0"
+
+
+class ClassicReward(gym.Wrapper):
+    """The 7.x reward every published Mario result used, rebuilt from the 9.x info.
+
+    Per NES frame: x-progress (x_t - x_{t-1}, zeroed when |dx| > 5, i.e. on warps and resets)
+    plus the clock penalty plus the death penalty (-25), clipped to [-15, 15]. The 9.x
+    package reward instead pays only new best x and adds score, coins, power-ups and +50
+    for the flag; it is kept in ``info["package_reward"]`` for comparison.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._x_last = 0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._x_last = int(info["x_pos"])
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, package_reward, terminated, truncated, info = self.env.step(action)
+        x = int(info["x_pos"])
+        dx = x - self._x_last
+        self._x_last = x
+        if abs(dx) > 5:
+            dx = 0
+        parts = info["reward_components"]
+        reward = dx + parts["time"] + parts["death"]
+        info["package_reward"] = package_reward
+        return obs, float(np.clip(reward, -CLASSIC_REWARD_CLIP, CLASSIC_REWARD_CLIP)), terminated, truncated, info
+
+
+class SkipMaxGray(gym.Wrapper):
+    """Repeat the action ``skip`` NES frames, sum rewards, max-pool the last two gray frames.
+
+    Reads nes-py's native grayscale copy of the screen (27 us) instead of converting the
+    RGB view (200 us), and copies into its own buffers: nes-py returns one shared screen
+    array, so keeping references would pool nothing. On an early end inside the window the
+    last frame is used alone (Gymnasium's MaxAndSkipObservation pools stale frames then).
+    """
+
+    def __init__(self, env: gym.Env, skip: int):
+        super().__init__(env)
+        self._skip = skip
+        self._nes = env.unwrapped
+        self._frames = np.zeros((2, 240, 256), dtype=np.uint8)
+        self.observation_space = gym.spaces.Box(0, 255, (240, 256), np.uint8)
+
+    def _grab(self, slot: int) -> None:
+        self._nes.observation(OBSERVATION_MODE_GRAYSCALE, output=self._frames[slot])
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        _, info = self.env.reset(**kwargs)
+        self._grab(1)
+        return self._frames[1].copy(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        total = 0.0
+        terminated = truncated = False
+        info: dict[str, Any] = {}
+        for i in range(self._skip):
+            _, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                self._grab(1)
+                return self._frames[1].copy(), total, terminated, truncated, info
+            if i >= self._skip - 2:
+                self._grab(i - (self._skip - 2))
+        return np.maximum(self._frames[0], self._frames[1]), total, terminated, truncated, info
+
+
+class ResizeCrop(gym.ObservationWrapper):
+    """Area-resize the 240x256 gray frame to ``size`` x ``size``.
+
+    With ``crop`` it follows the notebook: resize to size x (size * 110 / 84) and keep the
+    middle rows, dropping the score bar. cv2 in one call runs 30% faster end to end than
+    Gymnasium's GrayscaleObservation + ResizeObservation (benchmarks/throughput.py).
+    """
+
+    def __init__(self, env: gym.Env, size: int, crop: bool):
+        super().__init__(env)
+        self._size = size
+        self._crop = crop
+        self._tall = round(size * 110 / 84)
+        self._top = round(size * 18 / 84)
+        self.observation_space = gym.spaces.Box(0, 255, (size, size), np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        if not self._crop:
+            return cv2.resize(observation, (self._size, self._size), interpolation=cv2.INTER_AREA)
+        tall = cv2.resize(observation, (self._size, self._tall), interpolation=cv2.INTER_AREA)
+        return tall[self._top : self._top + self._size]
+
+
+class NoProgressTimeout(gym.Wrapper):
+    """Truncate an episode when Mario's best x has not grown for ``patience`` agent steps.
+
+    A Mario stuck against a pipe otherwise burns the whole 400-tick clock (~2,400 steps)
+    teaching nothing; truncation (not termination) lets the target still bootstrap.
+    """
+
+    def __init__(self, env: gym.Env, patience: int):
+        super().__init__(env)
+        self._patience = patience
+        self._best_x = 0
+        self._since_best = 0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._best_x = int(info["x_pos"])
+        self._since_best = 0
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        x = int(info["x_pos"])
+        if x > self._best_x:
+            self._best_x = x
+            self._since_best = 0
+        else:
+            self._since_best += 1
+        if self._since_best >= self._patience:
+            truncated = True
+        return obs, reward, terminated, truncated, info
+
+
+class SlimInfo(gym.Wrapper):
+    """Keep only INFO_KEYS (and the package reward) in info; see INFO_KEYS for why."""
+
+    def _slim(self, info: dict[str, Any]) -> dict[str, Any]:
+        keep = {k: info[k] for k in INFO_KEYS}
+        if "package_reward" in info:
+            keep["package_reward"] = info["package_reward"]
+        return keep
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        return obs, self._slim(info)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._slim(info)
+
+
+def make_env(cfg: EnvConfig, level: str | None = None, render_mode: str | None = None) -> gym.Env:
+    """One worker's env: uint8 observations of shape (frame_stack, size, size)."""
+    env = gym_super_mario_bros.make(env_id(cfg.game, level or cfg.level), render_mode=render_mode)
+    if cfg.reward == "classic":
+        env = ClassicReward(env)
+    env = JoypadSpace(env, ACTION_SETS[cfg.actions])
+    env = SkipMaxGray(env, cfg.frame_skip)
+    env = ResizeCrop(env, cfg.frame_size, cfg.crop)
+    if cfg.max_episode_steps:
+        env = TimeLimit(env, cfg.max_episode_steps)
+    if cfg.stuck_patience:
+        env = NoProgressTimeout(env, cfg.stuck_patience)
+    env = SlimInfo(env)
+    return FrameStackObservation(env, cfg.frame_stack, padding_type="reset")
+
+
+def make_vector_env(cfg: EnvConfig, level: str | None = None) -> gym.vector.VectorEnv:
+    """``cfg.num_envs`` workers that reset themselves in the step that ends an episode.
+
+    SAME_STEP autoreset hands back the final observation in ``info["final_obs"]``, which the
+    replay needs to bootstrap time-outs.
+    """
+    fns = [functools.partial(make_env, cfg, level) for _ in range(cfg.num_envs)]
+    if cfg.vector == "async":
+        return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="forkserver")
+    return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def num_actions(actions: str) -> int:
+    """Size of the discrete action space of an action set."""
+    return len(ACTION_SETS[actions])

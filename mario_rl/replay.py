@@ -1,0 +1,260 @@
+"""Replay of single uint8 frames, with frame stacks and n-step returns rebuilt at sample time.
+
+Each vector-env worker writes its own stream (one row of the arrays), so a stream is the
+exact sequence of frames that worker saw. A slot holds the newest frame of an observation
+and the transition taken from it. When an episode ends the final frame gets a slot of its
+own (no action: it is never sampled, only bootstrapped from on a time-out), and the reset
+frame that follows is flagged ``first``. Stacks walk back from a slot and repeat the first
+frame of the episode instead of crossing into the previous one, exactly as Gymnasium's
+FrameStackObservation(padding_type="reset") does; so a stack rebuilt here equals the one the
+actor saw. A 1,000,000-transition buffer of 84x84 frames takes about 7.07 GB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from mario_rl.config import ConfigError
+
+_ARRAYS = ("frames", "actions", "rewards", "terminated", "truncated", "first", "has_action")
+
+
+def available_ram_bytes() -> int:
+    """MemAvailable from /proc/meminfo (what can be allocated without swapping)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def replay_nbytes(capacity: int, frame_shape: tuple[int, int]) -> int:
+    """Bytes the arrays of a buffer of ``capacity`` slots will take once filled."""
+    per_slot = int(np.prod(frame_shape)) + 1 + 4 + 4  # frame, action, reward, four flags
+    return capacity * per_slot
+
+
+class ReplayBuffer:
+    """Preallocated ring of ``capacity`` slots split evenly over ``num_envs`` streams."""
+
+    def __init__(
+        self,
+        capacity: int,
+        num_envs: int,
+        frame_shape: tuple[int, int],
+        frame_stack: int,
+        n_step: int,
+        gamma: float,
+        seed: int,
+        max_ram_fraction: float = 0.8,
+    ):
+        need = replay_nbytes(capacity, frame_shape)
+        have = available_ram_bytes()
+        if need > max_ram_fraction * have:
+            raise ConfigError(
+                f"replay.capacity={capacity} needs {need / 1e9:.2f} GB of RAM but only "
+                f"{have / 1e9:.2f} GB are available (replay.max_ram_fraction={max_ram_fraction}); "
+                "lower replay.capacity"
+            )
+        self.nbytes = need
+        self.num_envs = num_envs
+        self.per_env = capacity // num_envs
+        self.frame_stack = frame_stack
+        self.n_step = n_step
+        self.gamma = gamma
+        self.rng = np.random.default_rng(seed)
+        shape = (num_envs, self.per_env)
+        self.frames = np.zeros((*shape, *frame_shape), dtype=np.uint8)
+        self.actions = np.zeros(shape, dtype=np.uint8)
+        self.rewards = np.zeros(shape, dtype=np.float32)
+        self.terminated = np.zeros(shape, dtype=bool)
+        self.truncated = np.zeros(shape, dtype=bool)
+        self.first = np.zeros(shape, dtype=bool)
+        self.has_action = np.zeros(shape, dtype=bool)
+        self.cursor = np.zeros(num_envs, dtype=np.int64)
+        self.written = np.zeros(num_envs, dtype=np.int64)
+        self._envs = np.arange(num_envs)
+
+    @property
+    def capacity(self) -> int:
+        return self.num_envs * self.per_env
+
+    def __len__(self) -> int:
+        """Stored transitions (slots with an action)."""
+        return int(self.has_action.sum())
+
+    def _write_frames(self, envs: np.ndarray, frames: np.ndarray, first: bool) -> None:
+        slots = self.cursor[envs]
+        self.frames[envs, slots] = frames
+        self.first[envs, slots] = first
+        self.has_action[envs, slots] = False
+        self.terminated[envs, slots] = False
+        self.truncated[envs, slots] = False
+        self.cursor[envs] = (slots + 1) % self.per_env
+        self.written[envs] += 1
+
+    def start(self, frames: np.ndarray) -> None:
+        """Begin an episode in every stream with its reset frame, shape (num_envs, H, W)."""
+        self._write_frames(self._envs, frames, first=True)
+
+    def interrupt(self) -> None:
+        """Cut every stream's running episode short, as a time-out, before a restart.
+
+        After a resume the workers start new episodes; the old ones' last transitions must
+        neither run on into them (n-step) nor lose their bootstrap (a time-out keeps it).
+        """
+        last = (self.cursor - 2) % self.per_env
+        envs = self._envs[(self.written >= 2) & self.has_action[self._envs, last]]
+        self.truncated[envs, last[envs]] |= ~self.terminated[envs, last[envs]]
+
+    def add(
+        self,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        next_frames: np.ndarray,
+        reset_frames: np.ndarray | None = None,
+    ) -> None:
+        """Record one vector step.
+
+        ``next_frames`` are the newest frames after the step (the final frame where an
+        episode ended); ``reset_frames`` the newest frames of the observations that start the
+        next episodes, read only where ``terminated | truncated``.
+        """
+        envs = self._envs
+        slots = (self.cursor - 1) % self.per_env
+        self.actions[envs, slots] = actions
+        self.rewards[envs, slots] = rewards
+        self.terminated[envs, slots] = terminated
+        self.truncated[envs, slots] = truncated
+        self.has_action[envs, slots] = True
+        self._write_frames(envs, next_frames, first=False)
+        ended = np.flatnonzero(np.logical_or(terminated, truncated))
+        if ended.size:
+            assert reset_frames is not None, "an episode ended: reset_frames are needed"
+            self._write_frames(ended, reset_frames[ended], first=True)
+
+    def _valid(self, envs: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Slots with an action whose stack and n-step window stay inside written data."""
+        newest = (self.cursor[envs] - 1) % self.per_env
+        ahead = (newest - slots) % self.per_env
+        full = self.written[envs] >= self.per_env
+        oldest = np.where(full, self.cursor[envs], 0)
+        back = (slots - oldest) % self.per_env
+        stored = slots < np.minimum(self.written[envs], self.per_env)
+        # Before the ring wraps, slot 0 opens an episode, so a stack walk stops there anyway.
+        intact = ~full | (back >= self.frame_stack - 1)
+        return stored & self.has_action[envs, slots] & (ahead >= self.n_step) & intact
+
+    def stacks(self, envs: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Frame stacks ending at (env, slot), oldest first: shape (B, frame_stack, H, W)."""
+        out = np.empty((len(slots), self.frame_stack, *self.frames.shape[2:]), dtype=np.uint8)
+        pos = slots.copy()
+        out[:, -1] = self.frames[envs, pos]
+        for j in range(self.frame_stack - 2, -1, -1):
+            pos = np.where(self.first[envs, pos], pos, (pos - 1) % self.per_env)
+            out[:, j] = self.frames[envs, pos]
+        return out
+
+    def n_step_targets(self, envs: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Discounted n-step reward sums, bootstrap discounts and bootstrap slots.
+
+        The sum stops at the end of an episode; a termination zeroes the discount, a
+        time-out keeps gamma^m and bootstraps from the final frame.
+        """
+        returns = np.zeros(len(slots), dtype=np.float32)
+        scale = np.ones(len(slots), dtype=np.float32)
+        active = np.ones(len(slots), dtype=bool)
+        ended_terminal = np.zeros(len(slots), dtype=bool)
+        pos = slots.copy()
+        for _ in range(self.n_step):
+            returns += np.where(active, scale * self.rewards[envs, pos], 0.0).astype(np.float32)
+            scale = np.where(active, scale * self.gamma, scale).astype(np.float32)
+            term = self.terminated[envs, pos]
+            stop = active & (term | self.truncated[envs, pos])
+            ended_terminal |= active & term
+            pos = np.where(active, (pos + 1) % self.per_env, pos)
+            active &= ~stop
+        discounts = np.where(ended_terminal, 0.0, scale).astype(np.float32)
+        return returns, discounts, pos
+
+    def sample_indices(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform over valid transitions, by rejection (invalid slots are a few per episode)."""
+        sizes = np.minimum(self.written, self.per_env)
+        envs = np.empty(batch_size, dtype=np.int64)
+        slots = np.empty(batch_size, dtype=np.int64)
+        todo = np.arange(batch_size)
+        for _ in range(1000):
+            e = self.rng.choice(self.num_envs, size=todo.size, p=sizes / sizes.sum())
+            s = (self.rng.random(todo.size) * sizes[e]).astype(np.int64)
+            ok = self._valid(e, s)
+            envs[todo[ok]], slots[todo[ok]] = e[ok], s[ok]
+            todo = todo[~ok]
+            if todo.size == 0:
+                return envs, slots
+        raise RuntimeError("replay: no valid transition to sample; is learning_starts too small?")
+
+    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+        """A batch of uint8 stacks with n-step returns, ready for the Double-DQN loss."""
+        envs, slots = self.sample_indices(batch_size)
+        returns, discounts, next_slots = self.n_step_targets(envs, slots)
+        return {
+            "obs": self.stacks(envs, slots),
+            "actions": self.actions[envs, slots].astype(np.int64),
+            "returns": returns,
+            "discounts": discounts,
+            "next_obs": self.stacks(envs, next_slots),
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the buffer to directory ``path`` atomically (temp dir, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        filled = int(min(self.written.max(), self.per_env))
+        for name in _ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(self, name)[:, :filled])
+        meta = {
+            "cursor": self.cursor.tolist(),
+            "written": self.written.tolist(),
+            "per_env": self.per_env,
+            "num_envs": self.num_envs,
+            "frame_shape": list(self.frames.shape[2:]),
+            "rng": self.rng.bit_generator.state,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        old = path.with_name(path.name + ".old")
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, path: str | Path) -> None:
+        """Restore a buffer written by ``save`` into this one (same shape)."""
+        path = Path(path)
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"replay file {path}: unreadable ({err})") from None
+        shape = [meta["num_envs"], meta["per_env"], *meta["frame_shape"]]
+        if shape != list(self.frames.shape):
+            raise ConfigError(f"replay file {path}: shape {shape} does not match this run's {list(self.frames.shape)}")
+        for name in _ARRAYS:
+            try:
+                data = np.load(path / f"{name}.npy", mmap_mode="r")
+            except (OSError, ValueError) as err:
+                raise ConfigError(f"replay file {path / name}.npy: corrupt or truncated ({err})") from None
+            getattr(self, name)[:, : data.shape[1]] = data
+        self.cursor[:] = meta["cursor"]
+        self.written[:] = meta["written"]
+        self.rng.bit_generator.state = meta["rng"]

@@ -1,0 +1,81 @@
+import subprocess
+import sys
+
+import pytest
+
+from mario_rl.config import ConfigError, load
+from tests.conftest import ROOT, compose_train
+
+
+def test_defaults_validate(tmp_path):
+    run = load(compose_train([], tmp_path))
+    assert (run.env.level, run.env.num_envs, run.agent.train_every, run.env_steps) == ("1-1", 4, 4, 1_000_000)
+
+
+def test_seed_notebook_resolves_to_the_notebooks_values(tmp_path):
+    cfg = compose_train(["experiment=seed_notebook"], tmp_path)
+    run = load(cfg)
+    # DQNAgent(seed=42, lr=0.00025, capacity=20_000, batch_size=32, gamma=0.9, sync_every=5_000,
+    #          burnin=1, learn_every=1, epsilon_start=1, epsilon_min=0.02, epsilon_decay=0.9999)
+    assert run.agent.lr == 2.5e-4 and run.agent.gamma == 0.9 and run.agent.batch_size == 32
+    assert run.replay.capacity == 20_000 and run.agent.target_sync == 5_000 and run.agent.train_every == 1
+    assert run.agent.learning_starts == 32  # burnin 1, but learn() waits for a full batch
+    assert (run.agent.epsilon_schedule, run.agent.epsilon_start, run.agent.epsilon_end, run.agent.epsilon_decay) == (
+        "exponential",
+        1.0,
+        0.02,
+        0.9999,
+    )
+    assert (run.agent.n_step, run.agent.dueling, run.agent.adam_eps) == (1, False, 1e-8)
+    assert (run.env.actions, run.env.crop, run.env.frame_skip, run.env.frame_stack, run.env.num_envs) == (
+        "simple",
+        True,
+        4,
+        4,
+        1,
+    )
+    assert run.env.reward == "classic"  # the 7.x package the notebook ran
+    assert cfg.trainer.gradient_clip_val is None  # the notebook did not clip
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("agent.gamma=1.5", "agent.gamma=1.5 is not allowed; it must be in (0, 1]"),
+        ("env.level=9-9", "env.level='9-9' is not a level of smb"),
+        ("env.actions=jump", "env.actions='jump' is not allowed; choose one of: right_only, simple, complex"),
+        ("env.reward=score", "env.reward='score' is not allowed; choose one of: classic, package"),
+        ("env.game=smb3", "env.game='smb3' is not allowed; choose one of: smb, lost_levels"),
+        ("env.frame_stack=0", "env.frame_stack=0 is not allowed; it must be an integer >= 1"),
+        ("env_steps=-5", "env_steps=-5 is not allowed; it must be an integer >= 1"),
+        (
+            "agent.batch_size=5000 replay.capacity=4000",
+            "agent.batch_size=5000 is not allowed; it must be <= replay.capacity (4000)",
+        ),
+        ("agent.gamma=abc", "agent.gamma: Value 'abc' of type 'str' could not be converted to Float"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(tmp_path, override, message):
+    with pytest.raises(ConfigError) as err:
+        load(compose_train(override.split(), tmp_path))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_lost_levels_accept_worlds_a_to_d(tmp_path):
+    assert load(compose_train(["env.game=lost_levels", "env.level=C-2"], tmp_path)).env.level == "C-2"
+
+
+@pytest.mark.parametrize("override", ["agent.gamma=1.5", "env.level=9-9", "env.actions=jump"])
+def test_cli_exits_non_zero_with_one_line(tmp_path, override):
+    proc = subprocess.run(
+        [sys.executable, "train.py", override, f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and override.split("=")[0] in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout

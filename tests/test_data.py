@@ -1,0 +1,62 @@
+import numpy as np
+
+from mario_rl.config import AgentConfig, EnvConfig, ReplayConfig, RunConfig
+from mario_rl.data import ExperienceStream
+
+
+class RecordingPolicy:
+    """Random actions; remembers every observation batch it was shown."""
+
+    def __init__(self, num_actions: int):
+        self.rng = np.random.default_rng(0)
+        self.num_actions = num_actions
+        self.seen: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+
+    def __call__(self, obs, eps):
+        self.seen.append(obs.copy())
+        self.actions.append(self.rng.integers(self.num_actions, size=obs.shape[0]))
+        return self.actions[-1]
+
+
+def run_stream(env_steps=120, learning_starts=40, train_every=4, num_envs=2, max_episode_steps=17):
+    run = RunConfig(
+        env=EnvConfig(num_envs=num_envs, vector="sync", max_episode_steps=max_episode_steps),
+        agent=AgentConfig(learning_starts=learning_starts, train_every=train_every, batch_size=8, n_step=3),
+        replay=ReplayConfig(capacity=1000),
+        env_steps=env_steps,
+    )
+    policy = RecordingPolicy(5)
+    stream = ExperienceStream(run, policy)
+    batches = list(stream)
+    stream.close()
+    return stream, policy, batches
+
+
+def test_replay_rebuilds_exactly_the_stacks_the_actor_saw():
+    stream, policy, _ = run_stream()
+    seen = np.stack(policy.seen)  # (steps, envs, 4, 84, 84)
+    replay = stream.replay
+    for e in range(2):
+        slots = np.flatnonzero(replay.has_action[e])
+        assert len(slots) == len(seen) == 60
+        envs = np.full(len(slots), e)
+        np.testing.assert_array_equal(replay.stacks(envs, slots), seen[:, e])
+        np.testing.assert_array_equal(replay.actions[e, slots], np.stack(policy.actions)[:, e])
+    # episodes of 17 steps: 3 time-outs per worker in 60 steps
+    assert replay.truncated.sum() == 6 and stream.episodes == 6
+    assert all(ep.length == 17 for ep in stream.finished)
+
+
+def test_batches_are_paid_for_by_train_every_env_steps():
+    stream, _, batches = run_stream(env_steps=120, learning_starts=40, train_every=4)
+    # updates at env steps 40, 44, ..., 120 -> 21 batches; each batch counts the env steps behind it
+    assert stream.env_steps == 120 and len(batches) == 21
+    assert batches[0]["obs"].shape == (8, 4, 84, 84) and batches[0]["obs"].dtype.is_floating_point is False
+    assert [b["env_steps"] for b in batches[:3]] == [38, 42, 46]  # sampled while the step is in flight
+
+
+def test_more_updates_than_vector_steps_when_train_every_is_small():
+    _stream, _, batches = run_stream(env_steps=60, learning_starts=40, train_every=1)
+    # start = max(learning_starts, batch) = 40: updates at 40..60 -> 21
+    assert len(batches) == 21

@@ -1,0 +1,108 @@
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from mario_rl.config import EnvConfig
+from mario_rl.envs import ClassicReward, NoProgressTimeout, ResizeCrop, SkipMaxGray, make_env, make_vector_env
+
+
+class ScriptedEnv(gym.Env):
+    """Plays back scripted per-frame infos; frame t is a 240x256 image filled with t."""
+
+    observation_space = gym.spaces.Box(0, 255, (240, 256, 3), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, infos: list[dict[str, Any]], end_at: int | None = None):
+        self.infos = infos
+        self.end_at = end_at
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros((240, 256, 3), np.uint8), dict(self.infos[0])
+
+    def step(self, action):
+        self.t += 1
+        done = self.end_at is not None and self.t >= self.end_at
+        return np.zeros((240, 256, 3), np.uint8), 1.0, done, False, dict(self.infos[min(self.t, len(self.infos) - 1)])
+
+    def observation(self, mode, output):
+        output[:] = self.t
+        return output
+
+
+def info(x: int, time: float = 0.0, death: float = 0.0) -> dict[str, Any]:
+    return {"x_pos": x, "reward_components": {"time": time, "death": death}}
+
+
+def test_classic_reward_by_hand():
+    env = ClassicReward(ScriptedEnv([info(40), info(43), info(50), info(48, time=-1), info(48, death=-25)]))
+    env.reset()
+    rewards = [env.step(0)[1] for _ in range(4)]
+    # +3; a jump of 7 is a warp/reset artefact and pays 0; -2 - 1 for the clock; death -25 clipped to -15
+    assert rewards == [3.0, 0.0, -3.0, -15.0]
+    assert env.step(0)[4]["package_reward"] == 1.0
+
+
+def test_skip_max_pools_the_last_two_frames_and_uses_the_last_alone_on_early_end():
+    env = SkipMaxGray(ScriptedEnv([info(0)] * 10), skip=4)
+    obs, _ = env.reset()
+    assert obs.shape == (240, 256) and obs.dtype == np.uint8
+    obs, reward, *_ = env.step(0)
+    assert reward == 4.0 and (obs == 4).all()  # frames 1..4: max(3, 4)
+    ended = SkipMaxGray(ScriptedEnv([info(0)] * 10, end_at=6), skip=4)
+    ended.reset()
+    ended.step(0)  # frames 1..4
+    obs, reward, terminated, *_ = ended.step(0)  # frames 5, 6 -> ends on 6
+    assert terminated and reward == 2.0 and (obs == 6).all()
+
+
+def test_crop_drops_the_score_bar():
+    frame = np.zeros((240, 256), np.uint8)
+    frame[:36] = 255  # the score bar band of the NES screen
+    plain = ResizeCrop(ScriptedEnv([info(0)]), 84, crop=False).observation(frame)
+    cropped = ResizeCrop(ScriptedEnv([info(0)]), 84, crop=True).observation(frame)
+    assert plain.shape == cropped.shape == (84, 84)
+    assert plain[:10].mean() > 200  # rows 0-12 of 84 are the bar
+    assert cropped.max() < 20  # the notebook's crop starts at row 18 of 110 (y = 39 of 240)
+
+
+def test_no_progress_timeout_truncates_a_stuck_mario():
+    xs = [info(x) for x in [10, 11, 12, 12, 12, 12, 13]]
+    env = NoProgressTimeout(ScriptedEnv(xs), patience=3)
+    env.reset()
+    flags = [env.step(0)[3] for _ in range(5)]
+    assert flags == [False, False, False, False, True]
+
+
+def test_real_emulator_observations_are_uint8_stacks():
+    env = make_env(EnvConfig(level="1-2", actions="simple"))
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.shape == obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+    assert env.action_space.n == 7
+    assert all((obs[i] == obs[0]).all() for i in range(4))  # reset pads with the first frame
+    assert set(info) >= {"x_pos", "flag_get", "time", "world", "stage"} and (info["world"], info["stage"]) == (1, 2)
+    assert obs.std() > 5  # a real picture, not a blank
+    x0 = info["x_pos"]
+    total = 0.0
+    for _ in range(20):
+        obs, reward, _terminated, _truncated, info = env.step(1)  # right
+        total += reward
+    # classic reward over 20 steps of running right = x progress + clock ticks (no death)
+    assert info["x_pos"] > x0 and total == pytest.approx(info["x_pos"] - x0 - (400 - info["time"]), abs=1)
+    assert (obs[3] != obs[0]).any()
+
+
+def test_vector_env_hands_back_the_final_observation_on_time_out():
+    envs = make_vector_env(EnvConfig(num_envs=2, vector="sync", max_episode_steps=5))
+    obs, _ = envs.reset(seed=0)
+    for _ in range(5):
+        obs, _rewards, terminated, truncated, infos = envs.step(np.array([1, 0]))
+    assert truncated.tolist() == [True, True] and not terminated.any()
+    final = np.stack(infos["final_obs"])
+    assert final.shape == (2, 4, 84, 84)
+    assert (obs[:, 0] == obs[:, 3]).all()  # the new episodes' reset stacks
+    assert infos["final_info"]["x_pos"][0] > infos["final_info"]["x_pos"][1]  # right beat NOOP
+    envs.close()

@@ -1,0 +1,38 @@
+import torch
+
+from mario_rl.config import AgentConfig, RunConfig
+from mario_rl.module import DQN, run_dict
+
+
+def make_module(target_sync: int) -> DQN:
+    return DQN(run_dict(RunConfig(agent=AgentConfig(target_sync=target_sync))))
+
+
+def nudge(module: DQN) -> None:
+    with torch.no_grad():
+        for p in module.online.parameters():
+            p.add_(0.01)
+
+
+def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_target_starts_equal_and_syncs_each_time_env_steps_cross_a_multiple():
+    module = make_module(target_sync=100)
+    assert same(module.online, module.target)
+    synced = []
+    for env_steps in [4, 96, 100, 104, 196, 208, 212, 300]:
+        nudge(module)
+        module.on_train_batch_end(None, {"env_steps": env_steps}, 0)
+        synced.append(same(module.online, module.target))
+    # crossings of 100, 200 (first seen at 208) and 300
+    assert synced == [False, False, True, False, False, True, False, True]
+
+
+def test_target_has_no_gradients_and_the_optimizer_only_moves_online():
+    module = make_module(target_sync=100)
+    assert not any(p.requires_grad for p in module.target.parameters())
+    optimizer = module.configure_optimizers()
+    params = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert params == {id(p) for p in module.online.parameters()}
