@@ -8,7 +8,6 @@ owns what is particular to DQN. Its data comes from the ExperienceStream it buil
 from __future__ import annotations
 
 import copy
-import time
 from collections import deque
 from dataclasses import asdict
 from pathlib import Path
@@ -50,7 +49,6 @@ class DQN(pl.LightningModule):
         self.episodes: deque = deque(maxlen=episode_window)
         self._pending_stream_state: dict[str, Any] | None = None
         self._replay_saved_at = -1
-        self._clock: tuple[float, int, int] | None = None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.online(obs)
@@ -112,14 +110,6 @@ class DQN(pl.LightningModule):
             self.log("rollout/x_pos", float(np.mean([e.x_pos for e in eps])))
             self.log("rollout/clear_rate", float(np.mean([e.clear for e in eps])))
             self.log("x_pos", float(eps[-1].x_pos), prog_bar=True, logger=False)
-        now = time.perf_counter()
-        if self._clock is None:
-            self._clock = (now, env_steps, self.global_step)
-        started, steps0, updates0 = self._clock
-        if now - started >= 5.0:
-            self.log("time/env_steps_per_s", (env_steps - steps0) / (now - started), prog_bar=True)
-            self.log("time/updates_per_s", (self.global_step - updates0) / (now - started))
-            self._clock = (now, env_steps, self.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["synced_at"] = self.synced_at

@@ -1,0 +1,134 @@
+"""Speed and memory of mario-rl against the seed notebook's loop, measured in one run.
+
+    python benchmarks/throughput.py            # ~6 minutes on 2 cores; prints one JSON line
+
+Every figure comes from this machine in this run, so the ratios compare like with like on
+a shared, noisy machine. Training figures are steady state: from the first gradient update
+to the end of the budget (mario_rl.throughput.ThroughputMonitor writes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import notebook_loop  # noqa: E402
+from mario_rl.config import EnvConfig  # noqa: E402
+from mario_rl.envs import make_vector_env  # noqa: E402
+from mario_rl.losses import double_dqn_loss  # noqa: E402
+from mario_rl.nets import NatureCNN  # noqa: E402
+from mario_rl.replay import ReplayBuffer  # noqa: E402
+from mario_rl.throughput import peak_rss_mb  # noqa: E402
+
+
+def replay_figures() -> dict[str, float]:
+    """Bytes per stored transition of a real buffer, and the resident memory of a full 1M one."""
+    small = ReplayBuffer(10_000, 4, (84, 84), 4, 3, 0.99, seed=0)
+    arrays = (small.frames, small.actions, small.rewards, small.terminated, small.truncated, small.first)
+    per = (sum(a.nbytes for a in arrays) + small.has_action.nbytes) / small.capacity
+    code = (
+        "from mario_rl.replay import ReplayBuffer\n"
+        "from mario_rl.throughput import peak_rss_mb\n"
+        "before = peak_rss_mb()\n"
+        "b = ReplayBuffer(1_000_000, 4, (84, 84), 4, 3, 0.99, seed=0)\n"
+        "for name in ('frames', 'actions', 'rewards', 'terminated', 'truncated', 'first', 'has_action'):\n"
+        "    getattr(b, name).fill(1)\n"
+        "print((peak_rss_mb() - before) * 2**20)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return {"bytes_per_transition": per, "replay_1m_resident_gb": float(out.stdout) / 1e9}
+
+
+def env_only(seconds: float) -> float:
+    """Env steps/s of the default vector env (4 worker processes) under random actions."""
+    envs = make_vector_env(EnvConfig())
+    envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(10):  # warm-up
+        envs.step(rng.integers(5, size=envs.num_envs))
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        envs.step(rng.integers(5, size=envs.num_envs))
+        steps += envs.num_envs
+    rate = steps / (time.perf_counter() - started)
+    envs.close()
+    return rate
+
+
+def learner_only(seconds: float) -> float:
+    """Gradient updates/s of batch 32 with the default learner settings (1 thread, bf16 autocast, foreach Adam)."""
+    torch.set_num_threads(1)
+    online, target = NatureCNN(4, 5), NatureCNN(4, 5)
+    optimizer = torch.optim.Adam(online.parameters(), lr=1e-4, eps=1.5e-4, foreach=True)
+    obs = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8)
+    next_obs = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8)
+    actions, returns, discounts = torch.randint(0, 5, (32,)), torch.randn(32), torch.full((32,), 0.99)
+
+    def update() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            q = online(obs)
+            with torch.no_grad():
+                next_online, next_target = online(next_obs), target(next_obs)
+            loss, _ = double_dqn_loss(q, actions, next_online, next_target, returns, discounts)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(online.parameters(), 10.0)
+        optimizer.step()
+
+    for _ in range(5):
+        update()
+    updates, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        update()
+        updates += 1
+    return updates / (time.perf_counter() - started)
+
+
+def train_run(overrides: list[str]) -> dict[str, float]:
+    """A real `python train.py` run; returns its throughput.json."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "train.py", *overrides, "replay.save=false", f"hydra.run.dir={out}"]
+        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+        return json.loads((Path(out) / "throughput.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the env-only and learner-only phases")
+    parser.add_argument("--notebook-steps", type=int, default=1500, help="env steps of the notebook's loop")
+    parser.add_argument("--train-steps", type=int, default=6000, help="env steps of each training run after warm-up")
+    args = parser.parse_args()
+
+    figures: dict[str, float] = replay_figures()
+    figures["env_only_steps_per_s"] = env_only(args.seconds)
+    figures["learner_only_updates_per_s"] = learner_only(args.seconds)
+    notebook = notebook_loop.run(args.notebook_steps)
+    figures["notebook_steps_per_s"] = notebook["steps_per_s"]
+    figures["notebook_bytes_per_transition"] = notebook["bytes_per_transition"]
+    figures["notebook_peak_rss_mb"] = peak_rss_mb()
+    warmup = 2000
+    default = train_run([f"agent.learning_starts={warmup}", f"env_steps={warmup + args.train_steps}"])
+    figures["train_steps_per_s_default"] = default["env_steps_per_s"]
+    figures["train_updates_per_s_default"] = default["updates_per_s"]
+    figures["peak_rss_mb"] = default["peak_rss_mb"]
+    figures["peak_rss_worker_mb"] = max(default["peak_rss_worker_mb"])
+    notebook_cfg = train_run(["experiment=seed_notebook", f"env_steps={args.train_steps // 3}"])
+    figures["train_steps_per_s_seed_notebook"] = notebook_cfg["env_steps_per_s"]
+    figures["speedup_default"] = figures["train_steps_per_s_default"] / figures["notebook_steps_per_s"]
+    figures["speedup_seed_notebook"] = figures["train_steps_per_s_seed_notebook"] / figures["notebook_steps_per_s"]
+    print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
+
+
+if __name__ == "__main__":
+    main()
