@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mario_rl.config import ConfigError, load
+from mario_rl.errors import RunError
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -22,6 +23,9 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 

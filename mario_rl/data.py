@@ -19,6 +19,7 @@ from torch.utils.data import IterableDataset
 
 from mario_rl.config import RunConfig
 from mario_rl.envs import make_vector_env
+from mario_rl.errors import EnvWorkerError
 from mario_rl.policy import EpsilonGreedy, epsilon
 from mario_rl.replay import ReplayBuffer
 
@@ -77,8 +78,12 @@ class ExperienceStream(IterableDataset):
         self._lengths[:] = 0
 
     def close(self) -> None:
+        """Stop the workers; kill them if one of them is already gone."""
         if self.envs is not None:
-            self.envs.close()
+            try:
+                self.envs.close()
+            except Exception:
+                self.envs.close(terminate=True)
             self.envs = None
 
     def _updates_owed(self, env_steps: int) -> int:
@@ -101,7 +106,14 @@ class ExperienceStream(IterableDataset):
         """Collect the in-flight step and store it; note finished episodes."""
         started = time.perf_counter()
         result, self._result = self._result, None
-        obs, rewards, terminated, truncated, infos = result or self.envs.step_wait()
+        try:
+            obs, rewards, terminated, truncated, infos = result or self.envs.step_wait()
+        except Exception as err:  # a worker raised, or died and closed its pipe (EOFError)
+            env = self.run.env
+            raise EnvWorkerError(
+                f"an env worker ({env.game} {env.level}) stopped at env step {self.env_steps}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
         self.env_seconds += time.perf_counter() - started
         ended = np.logical_or(terminated, truncated)
         next_frames = obs[:, -1].copy()
@@ -153,6 +165,7 @@ class ExperienceStream(IterableDataset):
             "episodes": self.episodes,
             "policy_rng": self.policy.rng.bit_generator.state,
             "replay_rng": self.replay.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -161,3 +174,4 @@ class ExperienceStream(IterableDataset):
         self.episodes = state["episodes"]
         self.policy.rng.bit_generator.state = state["policy_rng"]
         self.replay.rng.bit_generator.state = state["replay_rng"]
+        torch.set_rng_state(state["torch_rng"])

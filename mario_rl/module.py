@@ -8,6 +8,7 @@ owns what is particular to DQN. Its data comes from the ExperienceStream it buil
 from __future__ import annotations
 
 import copy
+import logging
 from collections import deque
 from dataclasses import asdict
 from pathlib import Path
@@ -22,9 +23,12 @@ from torch.utils.data import DataLoader
 from mario_rl.config import RunConfig
 from mario_rl.data import ExperienceStream
 from mario_rl.envs import num_actions
+from mario_rl.errors import NonFiniteLossError
 from mario_rl.losses import double_dqn_loss
 from mario_rl.nets import NatureCNN
 from mario_rl.policy import EpsilonGreedy
+
+log = logging.getLogger(__name__)
 
 
 def run_config_from(hparams: dict[str, Any]) -> RunConfig:
@@ -48,6 +52,7 @@ class DQN(pl.LightningModule):
         self.synced_at = 0
         self.episodes: deque = deque(maxlen=episode_window)
         self._pending_stream_state: dict[str, Any] | None = None
+        self._replay_written: list[int] | None = None
         self._replay_saved_at = -1
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -60,8 +65,27 @@ class DQN(pl.LightningModule):
             if self._pending_stream_state is not None:
                 self.stream.load_state_dict(self._pending_stream_state)
                 if self.run.replay.save and self.replay_dir and (self.replay_dir / "meta.json").exists():
-                    self.stream.replay.load(self.replay_dir)
+                    self._load_replay()
         return DataLoader(self.stream, batch_size=None)
+
+    def _load_replay(self) -> None:
+        replay = self.stream.replay
+        replay.load(self.replay_dir)
+        if self._replay_written is not None and replay.written.tolist() != self._replay_written:
+            log.warning(
+                "replay in %s was saved at another point than the checkpoint (slots written %s, checkpoint %s); "
+                "using it anyway",
+                self.replay_dir,
+                replay.written.tolist(),
+                self._replay_written,
+            )
+
+    def on_train_epoch_end(self) -> None:
+        """The stream ends when the budget is spent; stop rather than start another pass.
+
+        max_epochs is -1 so a finished run can be resumed with a larger env_steps budget.
+        """
+        self.trainer.should_stop = True
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # On CPU torch defaults to a per-tensor loop; the multi-tensor (foreach) kernel ran an
@@ -78,6 +102,11 @@ class DQN(pl.LightningModule):
         loss, _ = double_dqn_loss(
             q, batch["actions"], next_q_online, next_q_target, batch["returns"], batch["discounts"]
         )
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at env step {batch['env_steps']} (update {self.global_step}); "
+                "stopped before it reached the weights, the last checkpoint is kept as it was"
+            )
         self._log_step(batch, loss, q)
         return loss
 
@@ -116,6 +145,7 @@ class DQN(pl.LightningModule):
         if self.stream is None:
             return
         checkpoint["stream"] = self.stream.state_dict()
+        checkpoint["replay_written"] = self.stream.replay.written.tolist()
         if self.run.replay.save and self.replay_dir and self._replay_saved_at != self.stream.env_steps:
             self.stream.replay.save(self.replay_dir)
             self._replay_saved_at = self.stream.env_steps
@@ -123,6 +153,11 @@ class DQN(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.synced_at = checkpoint.get("synced_at", 0)
         self._pending_stream_state = checkpoint.get("stream")
+        if self._pending_stream_state is not None:
+            # Lightning fetches one batch ahead of training, so the stream counted a batch
+            # that was never trained on; the trained count is the global step.
+            self._pending_stream_state["updates"] = checkpoint["global_step"]
+        self._replay_written = checkpoint.get("replay_written")
 
     def on_train_end(self) -> None:
         if self.stream is not None:

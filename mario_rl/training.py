@@ -8,10 +8,12 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, open_dict
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from mario_rl.checkpointing import resolve_ckpt_path, run_dir_of, save_last
 from mario_rl.config import RunConfig, load
+from mario_rl.errors import RunError
 from mario_rl.module import DQN, run_dict
 from mario_rl.replay import replay_nbytes
 
@@ -25,6 +27,12 @@ def train(cfg: DictConfig, run: RunConfig | None = None) -> dict[str, float]:
     Returns the last logged value of every metric, for sweepers and tests.
     """
     run = run or load(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
+    if ckpt_path is not None and (previous := run_dir_of(ckpt_path)) is not None:
+        # A resume writes into the run it continues: same checkpoints, replay and event files.
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(previous)
+        log.info("resuming %s in %s", ckpt_path, previous)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(run.seed, workers=True, verbose=False)
@@ -40,9 +48,10 @@ def train(cfg: DictConfig, run: RunConfig | None = None) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    trainer.fit(module, ckpt_path=cfg.get("ckpt_path"))
-    for cb in trainer.checkpoint_callbacks:
-        if isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath:
-            # Periodic saves count updates; the end of the budget falls between two of them.
-            trainer.save_checkpoint(Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")
+    try:
+        trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:  # a SystemExit(0) in Lightning: a pre-empted run has not finished
+        steps = module.stream.env_steps if module.stream else 0
+        raise RunError(f"stopped by SIGTERM at env step {steps}; saved, resume with ckpt_path=last") from None
+    save_last(trainer)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

@@ -1,0 +1,106 @@
+"""Checkpoints: safe to load, written atomically, found again for a resume.
+
+Lightning already writes atomically (it serializes to memory, then fsspec writes a temp
+file and moves it into place), so a crash during a save leaves the previous file whole.
+What we add: loading is weights-only (a checkpoint is data, never code), a missing,
+truncated, foreign or code-carrying file is one ConfigError naming it, ``ckpt_path=last``
+finds the newest run, and an interrupted run (Ctrl-C, SIGTERM, a dead env worker) saves
+``last.ckpt`` on its way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from mario_rl.config import ConfigError
+from mario_rl.errors import EnvWorkerError
+
+log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a mario-rl checkpoint with torch's weights-only unpickler."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            raise ConfigError(
+                f"checkpoint {path}: refused: it needs to unpickle objects other than tensors and plain data"
+            ) from None
+        raise ConfigError(f"checkpoint {path}: corrupt or truncated ({str(err).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
+        raise ConfigError(f"checkpoint {path}: corrupt or truncated ({str(err).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict) or "run" not in (ckpt.get("hyper_parameters") or {}):
+        raise ConfigError(f"checkpoint {path}: not a mario-rl training checkpoint (no run config inside)")
+    return ckpt
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, loading through load_checkpoint."""
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint(path, map_location or "cpu")
+
+
+def resolve_ckpt_path(value: str | None, run_dir: Path, outputs: Path = Path("outputs")) -> Path | None:
+    """``ckpt_path`` as given: null, a path, or ``last``.
+
+    ``last`` is this run dir's last.ckpt when there is one (``hydra.run.dir=<old run>``),
+    else the newest last.ckpt under outputs/.
+    """
+    if value is None:
+        return None
+    if value == "last":
+        own = run_dir / "checkpoints" / LAST
+        if own.is_file():
+            return own
+        found = sorted(outputs.glob(f"**/checkpoints/{LAST}"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise ConfigError(f"ckpt_path=last: no checkpoints/{LAST} in {run_dir} or under {outputs}/ to resume from")
+        return found[-1]
+    path = Path(value)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={value}: no such file")
+    return path
+
+
+def run_dir_of(ckpt: Path) -> Path | None:
+    """The run directory a checkpoint belongs to (…/<run>/checkpoints/x.ckpt), if it has one."""
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+
+
+def save_last(trainer: pl.Trainer) -> Path | None:
+    """Write last.ckpt where the checkpoint callback keeps it; periodic saves miss the end of a run."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+            path = Path(callback.dirpath) / LAST
+            trainer.save_checkpoint(path, weights_only=False)  # the full state: weights, optimizer, loops
+            return path
+    return None
+
+
+class SaveOnInterrupt(pl.Callback):
+    """Saves last.ckpt when the run is stopped from outside or loses an env worker.
+
+    Not on a non-finite loss: the point of stopping there is to keep the last good file.
+    """
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt | SIGTERMException | EnvWorkerError):
+            path = save_last(trainer)
+            log.warning("%s: saved %s before exiting", type(exception).__name__, path)

@@ -1,0 +1,16 @@
+"""Errors that end a run for a reason the user must hear in one line (no traceback).
+
+Configuration mistakes are mario_rl.config.ConfigError; these are faults met while running.
+"""
+
+
+class RunError(RuntimeError):
+    """A run stopped on a fault; the message says where (env step) and what is kept."""
+
+
+class NonFiniteLossError(RunError):
+    """The loss became NaN or infinite; no checkpoint is written after it."""
+
+
+class EnvWorkerError(RunError):
+    """An emulator worker died or stopped answering; a checkpoint is written before exiting."""

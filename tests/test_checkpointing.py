@@ -1,0 +1,131 @@
+"""Checkpoints load weights-only, fail in one line, survive a failed save, and resume runs."""
+
+import os
+from pathlib import Path
+
+import fsspec.implementations.local
+import pytest
+import torch
+
+from mario_rl.checkpointing import SaveOnInterrupt, load_checkpoint, resolve_ckpt_path
+from mario_rl.config import AgentConfig, ConfigError, RunConfig
+from mario_rl.errors import NonFiniteLossError
+from mario_rl.module import DQN, run_dict
+from mario_rl.training import train
+from tests.conftest import compose_train
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A real 400-step run (sync workers) and its output dir."""
+    out = tmp_path_factory.mktemp("run")
+    train(compose_train(["debug=default", "env.vector=sync"], out))
+    return out
+
+
+def test_a_finished_run_resumes_to_a_larger_budget_in_its_own_dir(finished_run, tmp_path):
+    first = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
+    assert first["stream"]["env_steps"] == 400
+    cfg = compose_train(["debug=default", "env.vector=sync", "env_steps=480", "ckpt_path=last"], finished_run)
+    train(cfg)
+    last = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
+    assert last["stream"]["env_steps"] == 480
+    # the update count continues: (480 - 64) // 4 + 1, not a fresh run's count
+    assert last["global_step"] == last["stream"]["updates"] == 105
+    assert last["stream"]["episodes"] >= first["stream"]["episodes"]
+    # the replay came back and grew by the 80 new steps (2 workers x 40 slots each)
+    assert sum(last["replay_written"]) == sum(first["replay_written"]) + 80 + 2  # + 2 reset frames after resume
+    assert len(list((finished_run / "tensorboard").glob("events.*"))) == 2  # one file per process, one dir
+
+
+def test_truncated_checkpoint_is_named_in_one_line(finished_run, tmp_path):
+    bad = tmp_path / "cut.ckpt"
+    bad.write_bytes((finished_run / "checkpoints" / "last.ckpt").read_bytes()[:5000])
+    with pytest.raises(ConfigError, match=rf"^checkpoint {bad}: corrupt or truncated \(.*\)$"):
+        load_checkpoint(bad)
+
+
+def test_foreign_and_missing_files_are_refused(tmp_path):
+    foreign = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    with pytest.raises(ConfigError, match="not a mario-rl training checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(ConfigError, match=r"nope.ckpt: no such file"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+    with pytest.raises(ConfigError, match=r"^ckpt_path=.*nope.ckpt: no such file$"):
+        resolve_ckpt_path(str(tmp_path / "nope.ckpt"), tmp_path)
+
+
+class Payload:
+    """Unpickling this runs code: exactly what a checkpoint must never do."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"hyper_parameters": {"run": {}}, "x": Payload()}, evil)
+    with pytest.raises(ConfigError, match=r"refused: it needs to unpickle objects other than tensors"):
+        load_checkpoint(evil)
+    assert not (tmp_path / "pwned").exists()
+    assert b"system" in evil.read_bytes()  # the file really is a pickle that would run code
+
+
+def test_a_save_that_dies_half_way_leaves_the_previous_checkpoint_usable(finished_run, monkeypatch, tmp_path):
+    target = tmp_path / "last.ckpt"
+    target.write_bytes((finished_run / "checkpoints" / "last.ckpt").read_bytes())
+    before = load_checkpoint(target)["global_step"]
+    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    real_write = fsspec.implementations.local.LocalFileOpener.write
+
+    def write_half_then_fail(self, data):
+        real_write(self, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fsspec.implementations.local.LocalFileOpener, "write", write_half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        TorchCheckpointIO().save_checkpoint({"global_step": 999, "junk": torch.zeros(10_000)}, target)
+    monkeypatch.undo()
+    assert load_checkpoint(target)["global_step"] == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no half-written leftovers
+
+
+def test_ckpt_path_last_prefers_the_run_dir_then_the_newest(tmp_path):
+    outputs = tmp_path / "outputs"
+    old, new, mine = (outputs / d / "checkpoints" for d in ("a", "b", "c"))
+    for i, d in enumerate((old, new)):
+        d.mkdir(parents=True)
+        (d / "last.ckpt").write_bytes(b"x")
+        os.utime(d / "last.ckpt", (1000 + i, 1000 + i))
+    assert resolve_ckpt_path("last", outputs / "fresh", outputs) == new / "last.ckpt"
+    mine.mkdir(parents=True)
+    (mine / "last.ckpt").write_bytes(b"x")
+    os.utime(mine / "last.ckpt", (10, 10))
+    assert resolve_ckpt_path("last", outputs / "c", outputs) == mine / "last.ckpt"
+    with pytest.raises(ConfigError, match=r"ckpt_path=last: no checkpoints/last\.ckpt"):
+        resolve_ckpt_path("last", tmp_path / "x", tmp_path / "empty")
+
+
+def test_non_finite_loss_stops_with_the_step_and_is_not_saved_over():
+    module = DQN(run_dict(RunConfig(agent=AgentConfig(batch_size=2))))
+    batch = {
+        "obs": torch.zeros(2, 4, 84, 84, dtype=torch.uint8),
+        "next_obs": torch.zeros(2, 4, 84, 84, dtype=torch.uint8),
+        "actions": torch.tensor([0, 1]),
+        "returns": torch.tensor([float("nan"), 1.0]),
+        "discounts": torch.tensor([0.99, 0.99]),
+        "env_steps": 12_345,
+        "epsilon": 0.1,
+    }
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at env step 12345 \(update 0\)"):
+        module.training_step(batch, 0)
+
+    class Trainer:
+        @property
+        def checkpoint_callbacks(self):
+            raise AssertionError("tried to save a checkpoint after a non-finite loss")
+
+    SaveOnInterrupt().on_exception(Trainer(), module, NonFiniteLossError("x"))

@@ -1,0 +1,140 @@
+"""Runs that are killed, interrupted or lose a worker: real processes, real signals."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mario_rl.checkpointing import load_checkpoint
+from mario_rl.errors import EnvWorkerError
+from mario_rl.training import train
+from tests.conftest import ROOT, compose_train
+
+RUN = [
+    "debug=default",
+    "env_steps=1200",
+    "checkpoint_every=200",
+    "+trainer.enable_progress_bar=false",
+    "~callbacks.progress_bar",
+]
+
+
+def start(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "train.py", *RUN, f"hydra.run.dir={out}", *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the kill reaches the env workers too
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_resumes_from_the_last_checkpoint_and_reaches_the_budget(tmp_path):
+    proc = start(tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    wait_for(last, proc)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = load_checkpoint(last)
+    saved_steps = saved["stream"]["env_steps"]
+    assert 0 < saved_steps < 1200
+    resumed = subprocess.run(
+        [sys.executable, "train.py", *RUN, f"hydra.run.dir={tmp_path}", "ckpt_path=last"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    done = load_checkpoint(last)
+    assert done["stream"]["env_steps"] == 1200
+    assert done["global_step"] == (1200 - 64) // 4 + 1  # every owed update happened exactly once
+    assert sum(done["replay_written"]) > sum(saved["replay_written"])  # the replay came back and grew
+    # the learning curve continues: the resumed process logged from the checkpoint's env step on
+    files = sorted((tmp_path / "tensorboard").glob("events.*"), key=lambda p: p.stat().st_mtime)
+    events = EventAccumulator(str(files[-1]))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert saved_steps - 8 <= steps[0] <= saved_steps + 200 and steps[-1] >= 1180
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_save_a_checkpoint_before_exiting(tmp_path, sig):
+    # no periodic checkpoint and a long budget: only the signal can write last.ckpt
+    proc = start(tmp_path, "checkpoint_every=100000", "env_steps=100000")
+    wait_for(tmp_path / "tensorboard", proc)
+    time.sleep(6.0)
+    os.kill(proc.pid, sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out[-3000:]
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert 64 < saved["stream"]["env_steps"] < 100000
+
+
+class KillWorkerAt(pl.Callback):
+    """Kills one env worker with SIGKILL at a given update."""
+
+    def __init__(self, update: int):
+        self.update = update
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.update:
+            os.kill(pl_module.stream.envs.processes[1].pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_dead_env_worker_is_reported_with_level_and_step_and_the_run_is_saved(tmp_path):
+    cfg = compose_train(
+        [
+            "debug=default",
+            "env.level=1-2",
+            "+callbacks.kill._target_=tests.test_reliability.KillWorkerAt",
+            "+callbacks.kill.update=10",
+        ],
+        tmp_path,
+    )
+    with pytest.raises(
+        EnvWorkerError, match=r"an env worker \(smb 1-2\) stopped at env step \d+: (EOFError|ConnectionResetError)"
+    ):
+        train(cfg)
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] >= 10
+
+
+def losses_and_returns(out: Path) -> tuple[list[float], list[float]]:
+    events = EventAccumulator(str(next((out / "tensorboard").glob("events.*"))), size_guidance={"scalars": 0})
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train/loss")]
+    returns = [e.value for e in events.Scalars("rollout/episode_return")]
+    return losses, returns
+
+
+@pytest.mark.slow
+def test_same_seed_same_first_200_losses_and_returns(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        train(compose_train(["debug=default", "env_steps=880", "seed=5", "env.max_episode_steps=80"], out))
+        runs.append(losses_and_returns(out))
+    (losses_a, returns_a), (losses_b, returns_b) = runs
+    assert len(losses_a) >= 200 and len(returns_a) > 10
+    assert losses_a[:200] == losses_b[:200]
+    assert returns_a == returns_b
