@@ -1,6 +1,6 @@
 """From a level name to the uint8 frames the agent sees.
 
-Per worker: gym-super-mario-bros level -> [classic reward] -> JoypadSpace(actions)
+Per worker: gym-super-mario-bros level -> [classic reward] -> JoypadSpace(actions) [-> frame tap]
 -> skip + max-pool over gray frames -> resize to 84 [-> crop] -> [time limits] -> frame stack.
 Workers run in a Gymnasium vector env; observations stay uint8 until the network.
 """
@@ -8,6 +8,7 @@ Workers run in a Gymnasium vector env; observations stay uint8 until the network
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, SupportsFloat
 
 import cv2
@@ -33,6 +34,10 @@ ACTION_SETS: dict[str, list[list[str]]] = {
 INFO_KEYS = ("x_pos", "flag_get", "time", "life", "world", "stage")
 
 CLASSIC_REWARD_CLIP = 15.0
+
+# Receives every NES frame (240x256x3 uint8, nes-py's shared screen buffer: copy to keep it),
+# that frame's reward and the emulator's full info dict.
+FrameSink = Callable[[np.ndarray, float, dict[str, Any]], None]
 
 
 def env_id(game: str, level: str) -> str:
@@ -111,6 +116,29 @@ class SkipMaxGray(gym.Wrapper):
         return np.maximum(self._frames[0], self._frames[1]), total, terminated, truncated, info
 
 
+class FrameTap(gym.Wrapper):
+    """Hands every NES frame, full size and in colour, to ``sink``: the frames videos are made of.
+
+    It sits below the frame skip, where all ``frame_skip`` frames of an agent step pass, not
+    only the max-pooled gray one the agent sees. Opt-in (``make_env(frame_sink=...)``): the
+    training workers never pay for it.
+    """
+
+    def __init__(self, env: gym.Env, sink: FrameSink):
+        super().__init__(env)
+        self._sink = sink
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._sink(obs, 0.0, info)
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._sink(obs, float(reward), info)
+        return obs, reward, terminated, truncated, info
+
+
 class ResizeCrop(gym.ObservationWrapper):
     """Area-resize the 240x256 gray frame to ``size`` x ``size``.
 
@@ -184,12 +212,19 @@ class SlimInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, self._slim(info)
 
 
-def make_env(cfg: EnvConfig, level: str | None = None, render_mode: str | None = None) -> gym.Env:
-    """One worker's env: uint8 observations of shape (frame_stack, size, size)."""
+def make_env(
+    cfg: EnvConfig, level: str | None = None, render_mode: str | None = None, frame_sink: FrameSink | None = None
+) -> gym.Env:
+    """One worker's env: uint8 observations of shape (frame_stack, size, size).
+
+    ``frame_sink`` additionally receives every full-size NES frame (see FrameTap), for videos.
+    """
     env = gym_super_mario_bros.make(env_id(cfg.game, level or cfg.level), render_mode=render_mode)
     if cfg.reward == "classic":
         env = ClassicReward(env)
     env = JoypadSpace(env, ACTION_SETS[cfg.actions])
+    if frame_sink is not None:
+        env = FrameTap(env, frame_sink)
     env = SkipMaxGray(env, cfg.frame_skip)
     env = ResizeCrop(env, cfg.frame_size, cfg.crop)
     if cfg.max_episode_steps:

@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 
 from mario_rl.config import EnvConfig
-from mario_rl.envs import ClassicReward, NoProgressTimeout, ResizeCrop, SkipMaxGray, make_env, make_vector_env
+from mario_rl.envs import (
+    ClassicReward,
+    FrameTap,
+    NoProgressTimeout,
+    ResizeCrop,
+    SkipMaxGray,
+    make_env,
+    make_vector_env,
+)
 
 
 class ScriptedEnv(gym.Env):
@@ -57,6 +65,35 @@ def test_skip_max_pools_the_last_two_frames_and_uses_the_last_alone_on_early_end
     ended.step(0)  # frames 1..4
     obs, reward, terminated, *_ = ended.step(0)  # frames 5, 6 -> ends on 6
     assert terminated and reward == 2.0 and (obs == 6).all()
+
+
+def test_frame_tap_sees_every_frame_of_a_skip_window():
+    seen = []
+    env = SkipMaxGray(
+        FrameTap(ScriptedEnv([info(x) for x in range(10)], end_at=6), lambda f, r, i: seen.append((r, i["x_pos"]))),
+        skip=4,
+    )
+    env.reset()
+    env.step(0)  # frames 1..4
+    env.step(0)  # frames 5, 6: the episode ends inside the window
+    assert seen == [(0.0, 0), (1.0, 1), (1.0, 2), (1.0, 3), (1.0, 4), (1.0, 5), (1.0, 6)]
+
+
+def test_make_env_taps_full_size_colour_frames_only_when_asked():
+    frames = []
+    env = make_env(EnvConfig(), frame_sink=lambda frame, reward, info: frames.append(frame.copy()))
+    env.reset(seed=0)
+    env.step(1)
+    assert len(frames) == 1 + 4 and frames[0].shape == (240, 256, 3) and frames[0].dtype == np.uint8
+    plain = make_env(EnvConfig())
+    assert not any(isinstance(w, FrameTap) for w in iter_wrappers(plain))
+    assert any(isinstance(w, FrameTap) for w in iter_wrappers(env))
+
+
+def iter_wrappers(env: gym.Env):
+    while isinstance(env, gym.Wrapper):
+        yield env
+        env = env.env
 
 
 def test_crop_drops_the_score_bar():
