@@ -21,10 +21,15 @@ EPSILON_SCHEDULES = ("linear", "exponential")
 WORLDS = {"smb": "12345678", "lost_levels": "123456789ABCD"}
 
 
-# Checkpoint cadence is configured in env steps; Lightning counts gradient updates.
-OmegaConf.register_new_resolver(
-    "updates_per", lambda env_steps, train_every: max(1, int(env_steps) // int(train_every)), replace=True
-)
+VIDEO_FORMATS = ("gif", "mp4")
+
+
+def updates_per(env_steps: int, train_every: int) -> int:
+    """Gradient updates in a span of env steps: cadences are configured in env steps, Lightning counts updates."""
+    return max(1, int(env_steps) // int(train_every))
+
+
+OmegaConf.register_new_resolver("updates_per", updates_per, replace=True)
 
 
 class ConfigError(ValueError):
@@ -80,6 +85,30 @@ class RunConfig:
     env_steps: int = 1_000_000
     seed: int = 1
     checkpoint_every: int = 50_000
+
+
+@dataclass
+class EvaluateLevels:
+    level: str | None = None
+    levels: list[str] | None = None
+
+
+@dataclass
+class EvaluateConfig:
+    """evaluate.py's settings; the env and network settings come from the checkpoint."""
+
+    ckpt_path: str = ""
+    episodes: int = 10
+    epsilon: float = 0.05
+    seed: int = 0
+    video: bool = False
+    video_format: str = "gif"
+    env: EvaluateLevels = field(default_factory=EvaluateLevels)
+
+    @property
+    def levels(self) -> list[str] | None:
+        """The levels asked for, or None for the checkpoint's training level."""
+        return [self.env.level] if self.env.level else self.env.levels
 
 
 def levels(game: str) -> list[str]:
@@ -158,20 +187,41 @@ def validate(run: RunConfig) -> None:
     _check("checkpoint_every", run.checkpoint_every >= 1, "an integer >= 1 (env steps)", run.checkpoint_every)
 
 
-def load(cfg: DictConfig) -> RunConfig:
-    """Merge the Hydra config onto the schema and validate it.
+def _typed[T](schema: type[T], cfg: DictConfig) -> T:
+    """Merge the keys of ``cfg`` that ``schema`` knows onto it; type errors become ConfigErrors.
 
-    Only the sections the schema knows are read; trainer, logger, callbacks and paths are
-    Hydra ``_target_`` blocks that Lightning validates itself.
+    trainer, logger, callbacks, paths and hydra are ``_target_`` blocks that Lightning and Hydra
+    validate themselves.
     """
-    schema = OmegaConf.structured(RunConfig)
-    picked = {f.name: cfg[f.name] for f in fields(RunConfig) if f.name in cfg}
+    picked = {f.name: cfg[f.name] for f in fields(schema) if f.name in cfg}  # type: ignore[arg-type]
     try:
-        merged = OmegaConf.merge(schema, picked)
-        run: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), picked))  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "config"
         reason = str(err).splitlines()[0]
         raise ConfigError(f"{key}: {reason}") from None
+
+
+def load(cfg: DictConfig) -> RunConfig:
+    """Merge the Hydra config onto the schema and validate it."""
+    run = _typed(RunConfig, cfg)
     validate(run)
     return run
+
+
+def load_evaluate(cfg: DictConfig) -> EvaluateConfig:
+    """The evaluate config, typed and range-checked. Levels are checked later, against the
+    game the checkpoint was trained on."""
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "ckpt_path is required: a .ckpt written by train.py or a .safetensors file from "
+            "python -m mario_rl.export, e.g. ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt"
+        )
+    settings = _typed(EvaluateConfig, cfg)
+    _check("episodes", settings.episodes >= 1, "an integer >= 1", settings.episodes)
+    _check("epsilon", 0.0 <= settings.epsilon <= 1.0, "in [0, 1]", settings.epsilon)
+    _one_of("video_format", settings.video_format, VIDEO_FORMATS)
+    if settings.env.level and settings.env.levels:
+        raise ConfigError("env.level and env.levels are both set; give one level or a list, not both")
+    _check("env.levels", settings.levels is None or len(settings.levels) >= 1, "a non-empty list", settings.levels)
+    return settings

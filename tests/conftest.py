@@ -5,25 +5,39 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
-
-# One learner thread, as the default config has it: on 2 cores, two OpenMP threads beside
-# env workers or another job stall each other at every barrier.
-torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 
+def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config ``name`` (train, evaluate) as Hydra builds it, writing under ``output_dir``."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(name, overrides=[*overrides, f"paths.output_dir={output_dir}"])
+
+
 def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
     """The train config as Hydra builds it, writing under ``output_dir``."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}"])
+    return compose_config("train", overrides, output_dir)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_overrides() -> list[str]:
     """A real run of a few hundred env steps: two workers, a small replay, early learning."""
     return ["debug=default", "env.vector=sync"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_overrides: list[str]) -> Path:
+    """The run dir of one tiny real training, shared by the evaluation, callback and plot tests.
+
+    Episodes are cut at 20 agent steps (80 NES frames): too short for Mario to reach the first
+    goomba, so every episode ends by the time limit and its length is known in advance.
+    """
+    from mario_rl.training import train  # torch and Lightning only for the tests that need them
+
+    out = tmp_path_factory.mktemp("trained")
+    train(compose_train([*tiny_overrides, "env.max_episode_steps=20"], out))
+    return out

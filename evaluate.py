@@ -1,0 +1,31 @@
+"""Play a trained agent and tabulate how it did: ``python evaluate.py ckpt_path=... [overrides]``.
+
+See conf/evaluate.yaml. Writes results.{json,csv,md} (and videos with video=true) to
+outputs/evaluate/<date>/<time>/ and prints the table.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from mario_rl.config import ConfigError, load_evaluate
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        load_evaluate(cfg)  # fail on a bad value in a second, before torch is even imported
+        from mario_rl.evaluation import evaluate, markdown
+
+        results = evaluate(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(markdown(results["summary"]), end="")
+
+
+if __name__ == "__main__":
+    main()
