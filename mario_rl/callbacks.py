@@ -1,0 +1,155 @@
+"""What TensorBoard shows besides the training scalars: evaluation episodes, their video, the network's input.
+
+The loss says little about a Mario agent; how far it gets when it stops exploring does.
+Evaluation plays on envs of its own and a policy with its own random generator, so the
+training stream's envs, counters and random states are exactly as if it had not run.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from mario_rl.config import ConfigError, EnvConfig, RunConfig, check_level, updates_per
+from mario_rl.evaluation import EpisodeRecord, best_index, play_level, summarize
+from mario_rl.video import NES_SIZE, GifWriter, replay
+
+# Summary keys logged as eval/<key>: over every evaluation episode, and per level when there are several.
+METRICS = ("return_mean", "x_pos_mean", "clear_rate", "length_mean", "steps_per_s")
+
+
+def tensorboard(trainer: pl.Trainer) -> SummaryWriter | None:
+    """The SummaryWriter of the run's TensorBoard logger, if it has one."""
+    return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+def add_gif(writer: SummaryWriter, tag: str, gif: bytes, step: int) -> None:
+    """An animated GIF as a TensorBoard image, which its image tab plays.
+
+    SummaryWriter.add_video cannot be used: it imports ``moviepy.editor``, gone in moviepy 2,
+    and then only warns and writes nothing.
+    """
+    width, height = NES_SIZE
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), global_step=step)
+
+
+def side_by_side(stack: np.ndarray, gap: int = 2) -> np.ndarray:
+    """The k frames of a (k, H, W) stack in a row, oldest first, split by white bars."""
+    bar = np.full((stack.shape[1], gap), 255, dtype=stack.dtype)
+    parts = [part for frame in stack for part in (bar, frame)][1:]
+    return np.hstack(parts)
+
+
+class NetworkInput(pl.Callback):
+    """Logs one image of what the network sees: the first batch's first stacked observation, as the
+    replay rebuilt it (a stack crossing an episode start or a shifted frame shows up here)."""
+
+    def __init__(self, tag: str = "input/stacked_frames"):
+        self.tag = tag
+        self._logged = False
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
+        writer = tensorboard(trainer)
+        if self._logged or writer is None:
+            return
+        stack = batch["obs"][0].cpu().numpy()
+        writer.add_image(self.tag, side_by_side(stack), global_step=int(batch["env_steps"]), dataformats="HW")
+        self._logged = True
+
+
+class Evaluation(pl.Callback):
+    """Every ``every`` env steps: ``episodes`` epsilon-greedy episodes on the training level and on ``levels``.
+
+    Logs eval/<METRICS> over all of them (per level as eval/<level>/... when there are several)
+    against env steps, and a GIF of
+    the training level's best episode as eval/video. The period is counted in gradient updates
+    like the checkpoints' (``updates_per``), so a ModelCheckpoint monitoring eval/x_pos_mean with
+    the same period sees each new value in the batch it was measured.
+    """
+
+    def __init__(
+        self,
+        every: int = 50_000,
+        episodes: int = 5,
+        epsilon: float = 0.05,
+        levels: list[str] | None = None,
+        max_episode_steps: int | None = None,
+        stuck_patience: int | None = None,
+        video: bool = True,
+        seed: int = 0,
+    ):
+        for key, value, ok in (
+            ("every", every, every >= 1),
+            ("episodes", episodes, episodes >= 1),
+            ("epsilon", epsilon, 0.0 <= epsilon <= 1.0),
+        ):
+            if not ok:
+                raise ConfigError(f"callbacks.eval.{key}={value!r} is not allowed; see conf/callbacks/default.yaml")
+        self.every = every
+        self.episodes = episodes
+        self.epsilon = epsilon
+        self.extra_levels = [str(level) for level in levels or []]
+        self.max_episode_steps = max_episode_steps
+        self.stuck_patience = stuck_patience
+        self.video = video
+        self.seed = seed
+
+    def levels(self, run: RunConfig) -> list[str]:
+        """The training level first, then the extra ones."""
+        return list(dict.fromkeys([run.env.level, *self.extra_levels]))
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for level in self.extra_levels:
+            check_level(pl_module.run.env.game, level, key="callbacks.eval.levels")
+
+    def env_config(self, run: RunConfig) -> EnvConfig:
+        """The training env, with the evaluation's own time limits where it sets them."""
+        return replace(
+            run.env,
+            max_episode_steps=self.max_episode_steps or run.env.max_episode_steps,
+            stuck_patience=self.stuck_patience or run.env.stuck_patience,
+        )
+
+    def play(self, run: RunConfig, net: nn.Module) -> tuple[dict[str, float], EpisodeRecord]:
+        """Play the evaluation episodes: their metrics, and the best episode of the training level."""
+        played = {
+            level: play_level(self.env_config(run), level, net, self.episodes, self.epsilon, self.seed)
+            for level in self.levels(run)
+        }
+        groups = {"eval": [r for records, _ in played.values() for r in records]}
+        if len(played) > 1:
+            groups |= {f"eval/{level}": records for level, (records, _) in played.items()}
+        seconds = sum(s for _, s in played.values())
+        metrics = {}
+        for prefix, records in groups.items():
+            row = summarize(prefix, records, seconds)
+            metrics |= {f"{prefix}/{key}": float(row[key]) for key in METRICS}
+        first, _ = played[run.env.level]
+        return metrics, first[best_index(first)]
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if trainer.global_step % updates_per(self.every, pl_module.run.agent.train_every):
+            return
+        env_steps = int(batch["env_steps"])
+        run = pl_module.run
+        metrics, best = self.play(run, pl_module.online)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=env_steps)
+        for name, value in metrics.items():  # for ModelCheckpoint(monitor=...), not again for the loggers
+            pl_module.log(name, value, logger=False)
+        writer = tensorboard(trainer)
+        if self.video and writer is not None:
+            gif = io.BytesIO()
+            replay(self.env_config(run), run.env.level, best.seed, best.actions, GifWriter(gif))
+            add_gif(writer, "eval/video", gif.getvalue(), env_steps)

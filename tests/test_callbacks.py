@@ -1,0 +1,123 @@
+"""Evaluation during training, its video and the network-input image in TensorBoard, the best checkpoint."""
+
+import io
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mario_rl.callbacks import Evaluation, side_by_side
+from mario_rl.config import AgentConfig, ConfigError, EnvConfig, ReplayConfig, RunConfig
+from mario_rl.module import DQN, run_dict
+
+
+@pytest.fixture(scope="module")
+def events(trained_run: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(trained_run / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def test_the_event_file_holds_the_evaluation_video_as_an_animated_gif(events):
+    # debug: eval every 200 env steps = every 50 updates; update 50 falls on env step 258 (64 + 49 * 4 + 2 workers)
+    [video] = events.Images("eval/video")
+    assert video.step == 258 and (video.width, video.height) == (256, 240)
+    gif = Image.open(io.BytesIO(video.encoded_image_string))
+    assert gif.format == "GIF" and gif.size == (256, 240) and gif.n_frames > 10
+    # the debug eval runs 30 agent steps at most: 1 + 4 * 30 NES frames, every 2nd kept
+    assert gif.n_frames <= 61
+
+
+def test_evaluation_scalars_are_logged_against_env_steps(events):
+    for name in ("eval/return_mean", "eval/x_pos_mean", "eval/clear_rate", "eval/length_mean"):
+        assert [p.step for p in events.Scalars(name)] == [258]
+    [x_pos] = events.Scalars("eval/x_pos_mean")
+    [length] = events.Scalars("eval/length_mean")
+    assert x_pos.value > 40 and 1 <= length.value <= 30  # Mario starts at x 40; debug eval cap is 30 steps
+
+
+def test_tensorboard_shows_the_stacked_frames_the_network_sees(events):
+    [image] = events.Images("input/stacked_frames")
+    assert (image.width, image.height) == (4 * 84 + 3 * 2, 84)
+    pixels = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)))
+    assert (pixels[:, 84:86] == 255).all() and pixels[:, :84].std() > 5  # a white bar between real frames
+
+
+def test_the_best_checkpoint_holds_the_weights_of_the_best_evaluation(trained_run, events):
+    best = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert "optimizer_states" not in best and best["global_step"] == 50  # weights only, at the evaluation
+    last = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    [state] = [s for k, s in last["callbacks"].items() if "eval/x_pos_mean" in k]
+    assert float(state["best_model_score"]) == events.Scalars("eval/x_pos_mean")[0].value
+    assert Path(state["best_model_path"]).name == "best.ckpt"
+
+
+def test_side_by_side_puts_the_frames_in_a_row_oldest_first():
+    stack = np.stack([np.full((3, 2), 10 * (i + 1), np.uint8) for i in range(4)])
+    row = side_by_side(stack, gap=1)
+    assert row.shape == (3, 4 * 2 + 3)
+    assert row[0].tolist() == [10, 10, 255, 20, 20, 255, 30, 30, 255, 40, 40]
+
+
+def tiny_run() -> RunConfig:
+    return RunConfig(
+        env=EnvConfig(num_envs=1, vector="sync", max_episode_steps=15),
+        agent=AgentConfig(learning_starts=16, batch_size=4, epsilon_decay_steps=100),
+        replay=ReplayConfig(capacity=200, save=False),
+        env_steps=1_000,
+    )
+
+
+def started(run: RunConfig) -> tuple[DQN, object]:
+    torch.manual_seed(0)
+    module = DQN(run_dict(run))
+    module.train_dataloader()
+    batches = iter(module.stream)
+    for _ in range(10):
+        next(batches)
+    return module, batches
+
+
+def test_evaluation_leaves_the_training_stream_exactly_as_it_was():
+    run = tiny_run()
+    control, control_batches = started(run)
+    module, batches = started(run)
+    before = (np.random.get_state()[1].copy(), torch.get_rng_state(), random.getstate(), torch.get_num_threads())
+    metrics, best = Evaluation(episodes=2, epsilon=0.5, levels=["1-2"]).play(module.run, module.online)
+    after = (np.random.get_state()[1], torch.get_rng_state(), random.getstate(), torch.get_num_threads())
+    assert (before[0] == after[0]).all() and torch.equal(before[1], after[1]) and before[2:] == after[2:]
+    assert set(metrics) >= {"eval/x_pos_mean", "eval/1-1/x_pos_mean", "eval/1-2/x_pos_mean"}
+    assert metrics["eval/x_pos_mean"] == pytest.approx(
+        (metrics["eval/1-1/x_pos_mean"] + metrics["eval/1-2/x_pos_mean"]) / 2
+    )
+    assert best.length <= 15
+    for _ in range(5):  # training goes on as if no evaluation had run: same actions, replay, batches
+        a, b = next(batches), next(control_batches)
+        assert a["env_steps"] == b["env_steps"] and a["epsilon"] == b["epsilon"]
+        assert all(torch.equal(a[k], b[k]) for k in ("obs", "actions", "returns", "next_obs"))
+    assert module.stream.state_dict()["policy_rng"] == control.stream.state_dict()["policy_rng"]
+    module.stream.close()
+    control.stream.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"every": 0}, r"callbacks.eval.every=0 is not allowed"),
+        ({"episodes": 0}, r"callbacks.eval.episodes=0 is not allowed"),
+        ({"epsilon": 1.5}, r"callbacks.eval.epsilon=1.5 is not allowed"),
+    ],
+)
+def test_bad_evaluation_settings_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Evaluation(**kwargs)
+
+
+def test_an_unknown_evaluation_level_names_the_allowed_ones():
+    module = DQN(run_dict(tiny_run()))
+    with pytest.raises(ConfigError, match=r"callbacks.eval.levels='9-9' is not a level of smb; use W-S with W in 1..8"):
+        Evaluation(levels=["9-9"]).setup(None, module, "fit")
