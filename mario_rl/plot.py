@@ -1,0 +1,124 @@
+"""Learning curves from TensorBoard event files: one run, or the mean and spread of every run of a sweep.
+
+    python -m mario_rl.plot outputs/multirun/<date>/<time>/ --metric rollout/x_pos [--out curves.png]
+
+The event files' step is the env step (module.py logs it as Lightning's "step"), so runs with
+different numbers of workers or update rates line up on the axis that compares them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure  # a bare Figure draws with Agg: no display, no pyplot state
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+EVENTS_GLOB = "events.out.tfevents.*"
+
+
+class PlotError(ValueError):
+    """Nothing to plot; the message says why in one line."""
+
+
+@dataclass
+class Curves:
+    """Each run's points, and their mean and standard deviation on the union of their steps."""
+
+    runs: dict[str, tuple[np.ndarray, np.ndarray]]
+    steps: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    count: np.ndarray
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Every directory under ``root`` (or ``root`` itself) holding event files: one per run."""
+    return sorted({p.parent for p in root.rglob(EVENTS_GLOB)})
+
+
+def load_events(run_dir: Path) -> EventAccumulator:
+    """Every scalar point of a run (a resumed run appends event files to the same dir)."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})  # 0: keep every point
+    events.Reload()
+    return events
+
+
+def points(events: EventAccumulator, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one metric; where two points share a step, the later-written one wins."""
+    latest = {e.step: e.value for e in sorted(events.Scalars(metric), key=lambda e: e.wall_time)}
+    steps = sorted(latest)
+    return np.array(steps, dtype=np.float64), np.array([latest[s] for s in steps], dtype=np.float64)
+
+
+def curves(root: Path, metric: str) -> Curves:
+    """Every run's ``metric`` under ``root``, and their mean and std against env steps.
+
+    Runs are linearly interpolated onto the union of their steps (runs of one sweep log at the
+    same env steps, so nothing is interpolated there); a run counts only within its own span.
+    """
+    dirs = run_dirs(root)
+    if not dirs:
+        raise PlotError(f"no TensorBoard event files ({EVENTS_GLOB}) under {root}")
+    runs = {}
+    logged: set[str] = set()
+    for d in dirs:
+        events = load_events(d)
+        tags = events.Tags()["scalars"]
+        logged.update(tags)
+        if metric in tags:
+            runs[str(d.relative_to(root)) if d != root else d.name] = points(events, metric)
+    if not runs:
+        raise PlotError(f"no run under {root} logged {metric!r}; logged metrics: {', '.join(sorted(logged))}")
+    steps = np.unique(np.concatenate([s for s, _ in runs.values()]))
+    stack = np.stack([np.interp(steps, s, v, left=np.nan, right=np.nan) for s, v in runs.values()])
+    present = ~np.isnan(stack)
+    count = present.sum(axis=0)
+    filled = np.where(present, stack, 0.0)
+    mean = filled.sum(axis=0) / count
+    std = np.sqrt(np.where(present, (filled - mean) ** 2, 0.0).sum(axis=0) / count)
+    return Curves(runs, steps, mean, std, count)
+
+
+def plot(root: Path, metric: str, out: Path) -> Curves:
+    """Draw each run faintly, the mean boldly and mean +- std shaded, to a PNG at ``out``."""
+    data = curves(root, metric)
+    fig = Figure(figsize=(8, 4.5), dpi=120)
+    ax = fig.add_subplot()
+    for steps, values in data.runs.values():
+        ax.plot(steps, values, color="tab:blue", alpha=0.25, linewidth=0.8)
+    n = len(data.runs)
+    ax.plot(data.steps, data.mean, color="tab:blue", linewidth=2, label=f"mean of {n} run{'s' * (n > 1)}")
+    if n > 1:
+        ax.fill_between(
+            data.steps, data.mean - data.std, data.mean + data.std, color="tab:blue", alpha=0.2, label="± 1 std"
+        )
+    ax.set(xlabel="env steps", ylabel=metric, title=f"{metric}: {root}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return data
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mario_rl.plot", description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path, help="a run dir, or a multirun dir holding many runs")
+    parser.add_argument("--metric", default="rollout/x_pos", help="a scalar tag (default: rollout/x_pos)")
+    parser.add_argument("--out", type=Path, help="the PNG to write (default: <root>/<metric>.png)")
+    args = parser.parse_args(argv)
+    out = args.out or args.root / f"{args.metric.replace('/', '_')}.png"
+    try:
+        data = plot(args.root, args.metric, out)
+    except PlotError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {out}: {args.metric} of {len(data.runs)} run(s), env steps {data.steps[0]:.0f}..{data.steps[-1]:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Learning curves from event files: the mean and spread across runs, checked by hand; the PNG; the errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
+
+from mario_rl.plot import curves, main
+
+
+def write_run(log_dir: Path, points: dict[int, float], suffix: str = "") -> None:
+    writer = SummaryWriter(str(log_dir), filename_suffix=suffix)
+    for step, value in points.items():
+        writer.add_scalar("rollout/x_pos", value, global_step=step)
+    writer.add_scalar("train/loss", 1.0, global_step=0)
+    writer.close()
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """A multirun dir of two seeds, the second logged one point further."""
+    write_run(tmp_path / "0" / "tensorboard", {0: 0.0, 100: 10.0, 200: 20.0})
+    write_run(tmp_path / "1" / "tensorboard", {0: 2.0, 100: 12.0, 200: 22.0, 300: 40.0})
+    return tmp_path
+
+
+def test_mean_and_spread_across_runs_by_hand(sweep):
+    data = curves(sweep, "rollout/x_pos")
+    assert sorted(data.runs) == ["0/tensorboard", "1/tensorboard"]
+    assert data.steps.tolist() == [0, 100, 200, 300]
+    assert data.mean.tolist() == [1.0, 11.0, 21.0, 40.0]  # at 300 only run 1 is still going
+    assert data.std.tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert data.count.tolist() == [2, 2, 2, 1]
+
+
+def test_runs_logged_at_other_steps_are_interpolated(tmp_path):
+    write_run(tmp_path / "a", {0: 0.0, 100: 10.0})
+    write_run(tmp_path / "b", {50: 3.0})
+    data = curves(tmp_path, "rollout/x_pos")
+    assert data.steps.tolist() == [0, 50, 100]
+    assert data.mean.tolist() == [0.0, 4.0, 10.0]  # at 50: (5 interpolated + 3) / 2
+
+
+def test_a_resumed_run_keeps_the_later_point_of_a_step(tmp_path):
+    write_run(tmp_path / "run", {0: 1.0, 100: 5.0}, suffix=".first")
+    write_run(tmp_path / "run", {100: 7.0, 200: 9.0}, suffix=".resumed")
+    data = curves(tmp_path / "run", "rollout/x_pos")
+    assert list(data.runs) == ["run"] and data.mean.tolist() == [1.0, 7.0, 9.0]
+
+
+def test_main_writes_a_png_that_opens(sweep, capsys):
+    main([str(sweep), "--metric", "rollout/x_pos"])
+    out = sweep / "rollout_x_pos.png"
+    assert capsys.readouterr().out.startswith(f"wrote {out}: rollout/x_pos of 2 run(s), env steps 0..300")
+    with Image.open(out) as png:
+        assert png.format == "PNG" and png.size == (960, 540)
+        assert np.asarray(png.convert("L")).std() > 10  # something is drawn
+
+
+def test_curves_of_a_real_training_run(trained_run, tmp_path):
+    out = tmp_path / "curve.png"
+    main([str(trained_run), "--metric", "rollout/x_pos", "--out", str(out)])
+    data = curves(trained_run, "rollout/x_pos")
+    assert list(data.runs) == ["tensorboard"] and 0 < data.steps[0] < data.steps[-1] <= 400
+    with Image.open(out) as png:
+        assert png.size == (960, 540)
+
+
+@pytest.mark.parametrize(
+    ("metric", "message"),
+    [
+        ("rollout/x_pos", "error: no TensorBoard event files (events.out.tfevents.*) under"),
+        ("nope", "error: no run under"),
+    ],
+)
+def test_errors_are_one_line(metric, message, sweep, tmp_path, capsys):
+    root = sweep if metric == "nope" else tmp_path / "empty"
+    root.mkdir(exist_ok=True)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(root), "--metric", metric])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(message) and len(err.splitlines()) == 1
+    if metric == "nope":
+        assert "logged metrics: rollout/x_pos, train/loss" in err
