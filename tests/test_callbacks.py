@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mario_rl.callbacks import Evaluation, side_by_side
 from mario_rl.config import AgentConfig, ConfigError, EnvConfig, ReplayConfig, RunConfig
 from mario_rl.module import DQN, run_dict
+from tests.conftest import compose_train
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +122,22 @@ def test_an_unknown_evaluation_level_names_the_allowed_ones():
     module = DQN(run_dict(tiny_run()))
     with pytest.raises(ConfigError, match=r"callbacks.eval.levels='9-9' is not a level of smb; use W-S with W in 1..8"):
         Evaluation(levels=["9-9"]).setup(None, module, "fit")
+
+
+def losses(out: Path) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars("train/loss")]
+
+
+def test_a_run_with_frequent_evaluations_trains_exactly_like_one_without(tiny_overrides, tmp_path):
+    from mario_rl.training import train
+
+    common = [*tiny_overrides, "env_steps=300", "env.max_episode_steps=40"]
+    train(compose_train([*common, "~callbacks.eval", "~callbacks.best_checkpoint"], tmp_path / "without"))
+    train(compose_train([*common, "callbacks.eval.every=40", "callbacks.eval.episodes=2"], tmp_path / "with"))
+    with_eval = EventAccumulator(str(tmp_path / "with" / "tensorboard"))
+    with_eval.Reload()
+    # (300 - 64) / 4 + 1 = 60 updates; every 40 env steps = every 10 updates: 6 evaluations
+    assert [e.step for e in with_eval.Scalars("eval/x_pos_mean")] == [98, 138, 178, 218, 258, 298]
+    assert losses(tmp_path / "with") == losses(tmp_path / "without") and len(losses(tmp_path / "without")) > 50
