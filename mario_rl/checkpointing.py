@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +30,28 @@ log = logging.getLogger(__name__)
 LAST = "last.ckpt"
 
 
+def _first_line(err: BaseException, limit: int = 100) -> str:
+    line = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a mario-rl checkpoint with torch's weights-only unpickler."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path}: no such file")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about legacy (non-zip) files before failing on them
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" in str(err).lower():
             raise ConfigError(
                 f"checkpoint {path}: refused: it needs to unpickle objects other than tensors and plain data"
             ) from None
-        raise ConfigError(f"checkpoint {path}: corrupt or truncated ({str(err).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
-        raise ConfigError(f"checkpoint {path}: corrupt or truncated ({str(err).splitlines()[0]})") from None
+        raise ConfigError(f"checkpoint {path}: corrupt or truncated ({_first_line(err)})") from None
+    except Exception as err:  # torch.load fails in many ways on a damaged or foreign file
+        raise ConfigError(f"checkpoint {path}: corrupt or truncated ({_first_line(err)})") from None
     if not isinstance(ckpt, dict) or "run" not in (ckpt.get("hyper_parameters") or {}):
         raise ConfigError(f"checkpoint {path}: not a mario-rl training checkpoint (no run config inside)")
     return ckpt

@@ -93,13 +93,22 @@ class ExperienceStream(IterableDataset):
             return 0
         return (env_steps - start) // agent.train_every + 1 - self.updates
 
+    def _worker_error(self, err: Exception) -> EnvWorkerError:
+        env = self.run.env
+        return EnvWorkerError(
+            f"an env worker ({env.game} {env.level}) stopped at env step {self.env_steps}: {type(err).__name__}: {err}"
+        )
+
     def _send(self, actions: np.ndarray) -> None:
         """Start a vector step; an in-process (sync) vector env simply runs it now."""
         started = time.perf_counter()
-        if hasattr(self.envs, "step_async"):
-            self.envs.step_async(actions)
-        else:
-            self._result = self.envs.step(actions)
+        try:
+            if hasattr(self.envs, "step_async"):
+                self.envs.step_async(actions)
+            else:
+                self._result = self.envs.step(actions)
+        except Exception as err:  # a dead worker's pipe: BrokenPipeError
+            raise self._worker_error(err) from err
         self.env_seconds += time.perf_counter() - started
 
     def _record(self, actions: np.ndarray) -> None:
@@ -109,11 +118,7 @@ class ExperienceStream(IterableDataset):
         try:
             obs, rewards, terminated, truncated, infos = result or self.envs.step_wait()
         except Exception as err:  # a worker raised, or died and closed its pipe (EOFError)
-            env = self.run.env
-            raise EnvWorkerError(
-                f"an env worker ({env.game} {env.level}) stopped at env step {self.env_steps}: "
-                f"{type(err).__name__}: {err}"
-            ) from err
+            raise self._worker_error(err) from err
         self.env_seconds += time.perf_counter() - started
         ended = np.logical_or(terminated, truncated)
         next_frames = obs[:, -1].copy()

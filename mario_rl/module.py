@@ -146,7 +146,9 @@ class DQN(pl.LightningModule):
             return
         checkpoint["stream"] = self.stream.state_dict()
         checkpoint["replay_written"] = self.stream.replay.written.tolist()
-        if self.run.replay.save and self.replay_dir and self._replay_saved_at != self.stream.env_steps:
+        # Weights-only saves (best.ckpt) cannot resume a run, so they need no replay beside them.
+        resumable = "optimizer_states" in checkpoint
+        if resumable and self.run.replay.save and self.replay_dir and self._replay_saved_at != self.stream.env_steps:
             self.stream.replay.save(self.replay_dir)
             self._replay_saved_at = self.stream.env_steps
 

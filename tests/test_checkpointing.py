@@ -50,6 +50,10 @@ def test_foreign_and_missing_files_are_refused(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
     with pytest.raises(ConfigError, match="not a mario-rl training checkpoint"):
         load_checkpoint(foreign)
+    text = tmp_path / "notes.ckpt"
+    text.write_text("hello")
+    with pytest.raises(ConfigError, match=rf"^checkpoint {text}: corrupt or truncated \(\w+Error: .*\)$"):
+        load_checkpoint(text)
     with pytest.raises(ConfigError, match=r"nope.ckpt: no such file"):
         load_checkpoint(tmp_path / "nope.ckpt")
     with pytest.raises(ConfigError, match=r"^ckpt_path=.*nope.ckpt: no such file$"):
