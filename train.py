@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mario_rl.config import ConfigError, load
@@ -19,7 +20,7 @@ def main(cfg: DictConfig) -> float | None:
         # __main__ and must not pay torch's ~700 MB of resident memory each.
         from mario_rl.training import train
 
-        metrics = train(cfg, run)
+        metrics = train(cfg, run, HydraConfig.get().overrides.task)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

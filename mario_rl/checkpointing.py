@@ -13,21 +13,25 @@ from __future__ import annotations
 import logging
 import pickle
 import warnings
+from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from mario_rl.config import ConfigError
+from mario_rl.config import ConfigError, RunConfig, load
 from mario_rl.errors import EnvWorkerError
 
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
+_RUN_KEYS = {f.name for f in fields(RunConfig)}
 
 
 def _first_line(err: BaseException, limit: int = 100) -> str:
@@ -84,6 +88,20 @@ def resolve_ckpt_path(value: str | None, run_dir: Path, outputs: Path = Path("ou
     if not path.is_file():
         raise ConfigError(f"ckpt_path={value}: no such file")
     return path
+
+
+def resumed_run(ckpt: dict[str, Any], cfg: DictConfig, overrides: Sequence[str]) -> RunConfig:
+    """The run config a resume continues with: the checkpoint's, plus what this command line set.
+
+    So ``python train.py ckpt_path=last`` continues the run as it was configured, and
+    ``ckpt_path=last env_steps=2000000`` only extends its budget.
+    """
+    saved = OmegaConf.create(ckpt["hyper_parameters"]["run"])
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key.split(".")[0] in _RUN_KEYS and OmegaConf.select(cfg, key) is not None:
+            OmegaConf.update(saved, key, OmegaConf.select(cfg, key))
+    return load(saved)
 
 
 def run_dir_of(ckpt: Path) -> Path | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -11,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from mario_rl.checkpointing import resolve_ckpt_path, run_dir_of, save_last
+from mario_rl.checkpointing import load_checkpoint, resolve_ckpt_path, resumed_run, run_dir_of, save_last
 from mario_rl.config import RunConfig, load
 from mario_rl.errors import RunError
 from mario_rl.module import DQN, run_dict
@@ -20,19 +21,24 @@ from mario_rl.replay import replay_nbytes
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig, run: RunConfig | None = None) -> dict[str, float]:
+def train(cfg: DictConfig, run: RunConfig | None = None, overrides: Sequence[str] = ()) -> dict[str, float]:
     """Validate the config (unless ``run`` is its validated form), build module, callbacks,
     loggers and Trainer, and fit.
 
-    Returns the last logged value of every metric, for sweepers and tests.
+    A resume (``ckpt_path``) continues the checkpoint's run config; of this invocation only the
+    run keys named in ``overrides`` (the command line's) apply. Returns the last logged value
+    of every metric, for sweepers and tests.
     """
-    run = run or load(cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
-    if ckpt_path is not None and (previous := run_dir_of(ckpt_path)) is not None:
-        # A resume writes into the run it continues: same checkpoints, replay and event files.
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(previous)
-        log.info("resuming %s in %s", ckpt_path, previous)
+    if ckpt_path is None:
+        run = run or load(cfg)
+    else:
+        run = resumed_run(load_checkpoint(ckpt_path), cfg, overrides)
+        if (previous := run_dir_of(ckpt_path)) is not None:
+            # A resume writes into the run it continues: same checkpoints, replay and event files.
+            with open_dict(cfg):
+                cfg.paths.output_dir = str(previous)
+        log.info("resuming %s in %s", ckpt_path, cfg.paths.output_dir)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(run.seed, workers=True, verbose=False)

@@ -19,17 +19,20 @@ from tests.conftest import compose_train
 def finished_run(tmp_path_factory) -> Path:
     """A real 400-step run (sync workers) and its output dir."""
     out = tmp_path_factory.mktemp("run")
-    train(compose_train(["debug=default", "env.vector=sync"], out))
+    train(compose_train(["debug=default", "env.vector=sync", "agent.dueling=true"], out))
     return out
 
 
 def test_a_finished_run_resumes_to_a_larger_budget_in_its_own_dir(finished_run, tmp_path):
     first = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
     assert first["stream"]["env_steps"] == 400
+    # the run was trained with agent.dueling=true; the resume's command line does not repeat it
     cfg = compose_train(["debug=default", "env.vector=sync", "env_steps=480", "ckpt_path=last"], finished_run)
-    train(cfg)
+    train(cfg, overrides=["env_steps=480", "ckpt_path=last"])
     last = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
     assert last["stream"]["env_steps"] == 480
+    assert last["hyper_parameters"]["run"]["agent"]["dueling"] is True
+    assert any(k.startswith("online.value.") for k in last["state_dict"])
     # the update count continues: (480 - 64) // 4 + 1, not a fresh run's count
     assert last["global_step"] == last["stream"]["updates"] == 105
     assert last["stream"]["episodes"] >= first["stream"]["episodes"]
