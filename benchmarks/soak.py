@@ -58,7 +58,7 @@ def main() -> None:
     # a slot per env step plus one per episode end: the buffer is full a little before `capacity` steps
     full = args.capacity
     budget = full + args.past_full
-    marks = {"buffer_full": full, "25%": budget // 4, "50%": budget // 2, "100%": budget - 8}
+    marks = {"buffer_full": full, "at_25pct": budget // 4, "at_50pct": budget // 2, "at_100pct": budget - 8}
     with tempfile.TemporaryDirectory() as out:
         cmd = [
             sys.executable,
@@ -69,10 +69,12 @@ def main() -> None:
             "replay.save=false",
             "checkpoint_every=1000000",
             "+callbacks.rss._target_=benchmarks.soak.RssProbe",
-            f"+callbacks.rss.marks={json.dumps(marks).replace(' ', '')}",
+            "+callbacks.rss.marks={" + ",".join(f"{k}:{v}" for k, v in marks.items()) + "}",
             f"hydra.run.dir={out}",
         ]
-        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"training failed:\n{proc.stderr[-3000:]}")
         seen = json.loads((Path(out) / "rss.json").read_text())
     growth = (seen["end"]["rss_mb"] - seen["buffer_full"]["rss_mb"]) / seen["buffer_full"]["rss_mb"]
     print(json.dumps({"capacity": args.capacity, "env_steps": budget, **seen, "growth_after_full": round(growth, 4)}))
