@@ -179,4 +179,5 @@ class ExperienceStream(IterableDataset):
         self.episodes = state["episodes"]
         self.policy.rng.bit_generator.state = state["policy_rng"]
         self.replay.rng.bit_generator.state = state["replay_rng"]
-        torch.set_rng_state(state["torch_rng"])
+        if "torch_rng" in state:  # checkpoints written before 2026-11-24 12:20 lack it
+            torch.set_rng_state(state["torch_rng"])
