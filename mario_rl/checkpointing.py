@@ -26,17 +26,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mario_rl.config import ConfigError, RunConfig, load
-from mario_rl.errors import EnvWorkerError
+from mario_rl.errors import EnvWorkerError, one_line
 
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
 _RUN_KEYS = {f.name for f in fields(RunConfig)}
-
-
-def _first_line(err: BaseException, limit: int = 100) -> str:
-    line = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -53,9 +48,9 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             raise ConfigError(
                 f"checkpoint {path}: refused: it needs to unpickle objects other than tensors and plain data"
             ) from None
-        raise ConfigError(f"checkpoint {path}: corrupt or truncated ({_first_line(err)})") from None
+        raise ConfigError(f"checkpoint {path}: corrupt or truncated ({one_line(err)})") from None
     except Exception as err:  # torch.load fails in many ways on a damaged or foreign file
-        raise ConfigError(f"checkpoint {path}: corrupt or truncated ({_first_line(err)})") from None
+        raise ConfigError(f"checkpoint {path}: corrupt or truncated ({one_line(err)})") from None
     if not isinstance(ckpt, dict) or "run" not in (ckpt.get("hyper_parameters") or {}):
         raise ConfigError(f"checkpoint {path}: not a mario-rl training checkpoint (no run config inside)")
     return ckpt

@@ -14,3 +14,10 @@ class NonFiniteLossError(RunError):
 
 class EnvWorkerError(RunError):
     """An emulator worker died or stopped answering; a checkpoint is written before exiting."""
+
+
+def one_line(err: BaseException, limit: int = 200) -> str:
+    """An exception's type and first sentence on one line, for one-line error messages
+    (torch appends pages of advice to its errors)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text.split('. ')[0][:limit]}" if text else type(err).__name__

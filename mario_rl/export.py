@@ -24,17 +24,12 @@ from safetensors.torch import save_file
 from mario_rl.checkpointing import load_checkpoint
 from mario_rl.config import ConfigError, RunConfig, validate
 from mario_rl.envs import num_actions
+from mario_rl.errors import one_line
 from mario_rl.module import run_config_from, run_dict
 from mario_rl.nets import NatureCNN
 
 RUN_KEY = "mario_rl.run"
 ONLINE_PREFIX = "online."
-
-
-def _one_line(err: BaseException) -> str:
-    """An exception's first sentence on one line, for the one-line error (torch appends pages of advice)."""
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text.split('. ')[0][:200]}" if text else type(err).__name__
 
 
 def _read_ckpt(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -52,7 +47,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
             metadata = f.metadata() or {}
             weights = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError) as err:
-        raise ConfigError(f"{path}: truncated or not a safetensors file ({_one_line(err)})") from None
+        raise ConfigError(f"{path}: truncated or not a safetensors file ({one_line(err)})") from None
     if RUN_KEY not in metadata:
         raise ConfigError(f"{path}: not a mario-rl export (no {RUN_KEY!r} in its metadata)")
     return {"run": json.loads(metadata[RUN_KEY])}, weights
@@ -74,7 +69,7 @@ def load_agent(path: str | Path) -> tuple[RunConfig, NatureCNN]:
     try:
         run = run_config_from(hparams)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{path}: its run config does not fit this mario-rl ({_one_line(err)})") from None
+        raise ConfigError(f"{path}: its run config does not fit this mario-rl ({one_line(err)})") from None
     try:
         validate(run)
     except ConfigError as err:
@@ -83,7 +78,7 @@ def load_agent(path: str | Path) -> tuple[RunConfig, NatureCNN]:
     try:
         net.load_state_dict(weights)
     except RuntimeError as err:
-        raise ConfigError(f"{path}: its weights do not fit the network of its config ({_one_line(err)})") from None
+        raise ConfigError(f"{path}: its weights do not fit the network of its config ({one_line(err)})") from None
     return run, net.eval()
 
 
