@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import notebook_loop  # noqa: E402
-from mario_rl.config import EnvConfig  # noqa: E402
+from mario_rl.config import AgentConfig, EnvConfig, auto_precision  # noqa: E402
 from mario_rl.envs import make_vector_env  # noqa: E402
 from mario_rl.losses import double_dqn_loss  # noqa: E402
+from mario_rl.module import adam_kernel  # noqa: E402
 from mario_rl.nets import NatureCNN  # noqa: E402
 from mario_rl.replay import ReplayBuffer  # noqa: E402
 from mario_rl.throughput import peak_rss_mb  # noqa: E402
@@ -67,16 +68,19 @@ def env_only(seconds: float) -> float:
 
 
 def learner_only(seconds: float) -> float:
-    """Gradient updates/s of batch 32 with the default learner settings (1 thread, bf16 autocast, foreach Adam)."""
+    """Gradient updates/s of batch 32 with the default learner: its network, one thread, the precision
+    and Adam kernel train.py picks on this CPU."""
     torch.set_num_threads(1)
-    online, target = NatureCNN(4, 5), NatureCNN(4, 5)
-    optimizer = torch.optim.Adam(online.parameters(), lr=1e-4, eps=1.5e-4, foreach=True)
+    agent, precision = AgentConfig(), auto_precision("cpu")
+    online, target = NatureCNN(4, 5, dueling=agent.dueling), NatureCNN(4, 5, dueling=agent.dueling)
+    optimizer = torch.optim.Adam(online.parameters(), lr=agent.lr, eps=agent.adam_eps, **adam_kernel(precision))
     obs = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8)
     next_obs = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8)
-    actions, returns, discounts = torch.randint(0, 5, (32,)), torch.randn(32), torch.full((32,), 0.99)
+    actions, returns = torch.randint(0, 5, (32,)), torch.randn(32)
+    discounts = torch.full((32,), agent.gamma**agent.n_step)
 
     def update() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
             q = online(obs)
             with torch.no_grad():
                 next_online, next_target = online(next_obs), target(next_obs)

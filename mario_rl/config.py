@@ -29,7 +29,26 @@ def updates_per(env_steps: int, train_every: int) -> int:
     return max(1, int(env_steps) // int(train_every))
 
 
+def auto_precision(accelerator: str) -> str:
+    """Lightning precision for ``accelerator`` (cpu | gpu): bf16 autocast only where the hardware
+    computes in bf16.
+
+    Elsewhere bf16 is emulated: on an AVX2-only CPU a batch-32 update ran 1.1/s in bf16 against
+    16/s in fp32, while a CPU with AVX-512 BF16 ran bf16 1.35x faster than fp32
+    (docs/BENCHMARKS.md). torch is imported here, when the Trainer is built, not at validation.
+    """
+    import torch
+
+    if accelerator == "gpu":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bf16-mixed"
+        return "16-mixed"
+    native_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return "bf16-mixed" if native_bf16 else "32-true"
+
+
 OmegaConf.register_new_resolver("updates_per", updates_per, replace=True)
+OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
 
 
 class ConfigError(ValueError):

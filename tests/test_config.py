@@ -79,3 +79,26 @@ def test_cli_exits_non_zero_with_one_line(tmp_path, override):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and override.split("=")[0] in lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "cpu_bf16", "cuda", "cuda_bf16", "expected"),
+    [
+        ("cpu", True, False, False, "bf16-mixed"),
+        ("cpu", False, False, False, "32-true"),  # emulated bf16 ran 14x slower than fp32
+        ("gpu", False, True, True, "bf16-mixed"),
+        ("gpu", False, True, False, "16-mixed"),
+    ],
+)
+def test_auto_precision_uses_bf16_only_where_the_hardware_has_it(
+    monkeypatch, tmp_path, accelerator, cpu_bf16, cuda, cuda_bf16, expected
+):
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: cpu_bf16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    cfg = compose_train([f"trainer={accelerator}"], tmp_path)
+    assert cfg.trainer.precision == expected
+    pinned = compose_train([f"trainer={accelerator}", "trainer.precision=32-true"], tmp_path)
+    assert pinned.trainer.precision == "32-true"

@@ -1,3 +1,6 @@
+from types import SimpleNamespace
+
+import pytest
 import torch
 
 from mario_rl.config import AgentConfig, RunConfig
@@ -36,3 +39,23 @@ def test_target_has_no_gradients_and_the_optimizer_only_moves_online():
     optimizer = module.configure_optimizers()
     params = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert params == {id(p) for p in module.online.parameters()}
+
+
+@pytest.mark.parametrize(("precision", "fused"), [("32-true", True), ("bf16-mixed", False), ("16-mixed", False)])
+def test_adam_is_fused_unless_lightning_must_clip_mixed_precision_gradients(precision, fused):
+    module = make_module(target_sync=100)
+    module.trainer = SimpleNamespace(precision=precision)
+    options = module.configure_optimizers().defaults
+    assert (bool(options["fused"]), bool(options["foreach"])) == (fused, not fused)
+
+
+def test_a_resumed_optimizer_takes_this_runs_kernel_not_the_saved_one():
+    saved = make_module(target_sync=100)
+    saved.trainer = SimpleNamespace(precision="bf16-mixed")
+    checkpoint = {"global_step": 0, "optimizer_states": [saved.configure_optimizers().state_dict()]}
+    resumed = make_module(target_sync=100)
+    resumed.trainer = SimpleNamespace(precision="32-true")
+    resumed.on_load_checkpoint(checkpoint)
+    optimizer = resumed.configure_optimizers()
+    optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    assert (optimizer.param_groups[0]["fused"], optimizer.param_groups[0]["foreach"]) == (True, False)
