@@ -66,22 +66,22 @@ class EnvConfig:
     frame_size: int = 84
     crop: bool = False
     max_episode_steps: int | None = None
-    stuck_patience: int | None = None
+    stuck_patience: int | None = 150
     num_envs: int = 4
     vector: str = "async"
 
 
 @dataclass
 class AgentConfig:
-    gamma: float = 0.99
-    lr: float = 1e-4
+    gamma: float = 0.9
+    lr: float = 2.5e-4
     adam_eps: float = 1.5e-4
     batch_size: int = 32
     train_every: int = 4
     learning_starts: int = 10_000
     target_sync: int = 8_000
-    n_step: int = 1
-    dueling: bool = False
+    n_step: int = 3
+    dueling: bool = True
     epsilon_schedule: str = "linear"
     epsilon_start: float = 1.0
     epsilon_end: float = 0.05
@@ -103,7 +103,7 @@ class RunConfig:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     env_steps: int = 1_000_000
     seed: int = 1
-    checkpoint_every: int = 50_000
+    checkpoint_every: int = 25_000
 
 
 @dataclass

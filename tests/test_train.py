@@ -40,4 +40,4 @@ def test_short_run_leaves_checkpoints_and_tensorboard_metrics(tmp_path, tiny_ove
     assert 0 < events.Scalars("rollout/episode_length")[-1].value <= 60  # the time limit holds
     assert metrics["train/epsilon"] < 1.0
     hparams = (tmp_path / "tensorboard" / "hparams.yaml").read_text()
-    assert "level: 1-1" in hparams and "gamma: 0.99" in hparams
+    assert "level: 1-1" in hparams and "gamma: 0.9" in hparams
