@@ -5,7 +5,10 @@ resuming; playing needs only the online net and the settings it was trained with
 keeps just those: the online weights as safetensors (no pickle, so opening a file from
 someone else runs no code) and the RunConfig as JSON in the file's metadata.
 
-    python -m mario_rl.export outputs/<date>/<time>/checkpoints/best.ckpt agent.safetensors
+    python -m mario_rl.export outputs/<date>/<time>/checkpoints/best.ckpt agent.safetensors [--dtype float16]
+
+``--dtype float16`` halves the file (the dueling net: 13.2 -> 6.6 MB) for shipping; loading
+casts back to float32, so only the weights' last bits differ.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from mario_rl.module import run_config_from, run_dict
 from mario_rl.nets import NatureCNN
 
 RUN_KEY = "mario_rl.run"
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
 ONLINE_PREFIX = "online."
 
 
@@ -82,14 +86,17 @@ def load_agent(path: str | Path) -> tuple[RunConfig, NatureCNN]:
     return run, net.eval()
 
 
-def export(ckpt_path: str | Path, out_path: str | Path) -> Path:
-    """Write the online net of ``ckpt_path`` and its RunConfig to ``out_path`` (.safetensors)."""
+def export(ckpt_path: str | Path, out_path: str | Path, dtype: str = "float32") -> Path:
+    """Write the online net of ``ckpt_path``, as ``dtype``, and its RunConfig to ``out_path`` (.safetensors)."""
     out = Path(out_path)
     if out.suffix != ".safetensors":
         raise ConfigError(f"{out}: the export must end in .safetensors (evaluate.py tells the formats by suffix)")
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r} is not allowed; choose one of: {', '.join(DTYPES)}")
     run, net = load_agent(ckpt_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(net.state_dict(), str(out), metadata={RUN_KEY: json.dumps(run_dict(run))})
+    weights = {name: tensor.to(DTYPES[dtype]).contiguous() for name, tensor in net.state_dict().items()}
+    save_file(weights, str(out), metadata={RUN_KEY: json.dumps(run_dict(run))})
     return out
 
 
@@ -97,9 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mario_rl.export", description=__doc__.splitlines()[0])
     parser.add_argument("ckpt", help="a .ckpt written by train.py")
     parser.add_argument("out", help="the .safetensors file to write")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="weight precision in the file")
     args = parser.parse_args(argv)
     try:
-        out = export(args.ckpt, args.out)
+        out = export(args.ckpt, args.out, args.dtype)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from mario_rl.config import ConfigError
 from mario_rl.evaluation import evaluate
-from mario_rl.export import RUN_KEY
+from mario_rl.export import RUN_KEY, load_agent
 from mario_rl.export import main as export_main
 from tests.conftest import ROOT, compose_config
 
@@ -133,6 +133,27 @@ def test_an_export_plays_exactly_like_its_checkpoint(two_levels, last_ckpt, tmp_
     # no env.level: the checkpoint's own training level, 1-1
     from_export = run_evaluate(exported, tmp_path / "eval", "episodes=3", "seed=7")
     assert from_export["records"] == [r for r in from_ckpt["records"] if r["level"] == "1-1"]
+
+
+def test_a_float16_export_is_half_the_size_and_loads_as_float32(last_ckpt, tmp_path):
+    full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
+    export_main([str(last_ckpt), str(full)])
+    export_main([str(last_ckpt), str(half), "--dtype", "float16"])
+    assert 0.45 < half.stat().st_size / full.stat().st_size < 0.55
+    with safe_open(str(half), framework="pt") as f:
+        assert {f.get_tensor(name).dtype for name in f.keys()} == {torch.float16}  # noqa: SIM118
+    (_, net32), (_, net16) = load_agent(full), load_agent(half)
+    for (name, a), b in zip(net32.state_dict().items(), net16.state_dict().values(), strict=True):
+        assert b.dtype == torch.float32, name
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)  # float16 keeps 11 significant bits
+    results = run_evaluate(half, tmp_path / "eval", "episodes=2")
+    assert [r["length"] for r in results["records"]] == [LENGTH, LENGTH]
+
+
+def test_export_names_a_bad_dtype(last_ckpt, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([str(last_ckpt), str(tmp_path / "x.safetensors"), "--dtype", "int8"])
+    assert exit_info.value.code == 2 and "invalid choice: 'int8'" in capsys.readouterr().err
 
 
 class Evil:
