@@ -18,17 +18,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import notebook_loop  # noqa: E402
-from mario_rl.config import AgentConfig, EnvConfig, auto_precision  # noqa: E402
+from benchmarks import learner, notebook_loop  # noqa: E402
+from mario_rl.config import EnvConfig, auto_precision  # noqa: E402
 from mario_rl.envs import make_vector_env  # noqa: E402
-from mario_rl.losses import double_dqn_loss  # noqa: E402
-from mario_rl.module import adam_kernel  # noqa: E402
-from mario_rl.nets import NatureCNN  # noqa: E402
 from mario_rl.replay import ReplayBuffer  # noqa: E402
 from mario_rl.throughput import peak_rss_mb  # noqa: E402
 
@@ -67,38 +63,6 @@ def env_only(seconds: float) -> float:
     return rate
 
 
-def learner_only(seconds: float) -> float:
-    """Gradient updates/s of batch 32 with the default learner: its network, one thread, the precision
-    and Adam kernel train.py picks on this CPU."""
-    torch.set_num_threads(1)
-    agent, precision = AgentConfig(), auto_precision("cpu")
-    online, target = NatureCNN(4, 5, dueling=agent.dueling), NatureCNN(4, 5, dueling=agent.dueling)
-    optimizer = torch.optim.Adam(online.parameters(), lr=agent.lr, eps=agent.adam_eps, **adam_kernel(precision))
-    obs = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8)
-    next_obs = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8)
-    actions, returns = torch.randint(0, 5, (32,)), torch.randn(32)
-    discounts = torch.full((32,), agent.gamma**agent.n_step)
-
-    def update() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
-            q = online(obs)
-            with torch.no_grad():
-                next_online, next_target = online(next_obs), target(next_obs)
-            loss, _ = double_dqn_loss(q, actions, next_online, next_target, returns, discounts)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(online.parameters(), 10.0)
-        optimizer.step()
-
-    for _ in range(5):
-        update()
-    updates, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        update()
-        updates += 1
-    return updates / (time.perf_counter() - started)
-
-
 def train_run(overrides: list[str]) -> dict[str, float]:
     """A real `python train.py` run; returns its throughput.json."""
     with tempfile.TemporaryDirectory() as out:
@@ -116,7 +80,7 @@ def main() -> None:
 
     figures: dict[str, float] = replay_figures()
     figures["env_only_steps_per_s"] = env_only(args.seconds)
-    figures["learner_only_updates_per_s"] = learner_only(args.seconds)
+    figures["learner_only_updates_per_s"] = learner.updates_per_s(args.seconds, auto_precision("cpu"))
     notebook = notebook_loop.run(args.notebook_steps)
     figures["notebook_steps_per_s"] = notebook["steps_per_s"]
     figures["notebook_bytes_per_transition"] = notebook["bytes_per_transition"]
