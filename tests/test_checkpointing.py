@@ -17,9 +17,9 @@ from tests.conftest import compose_train
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    """A real 400-step run (sync workers) and its output dir."""
+    """A real 400-step run (sync workers) and its output dir; it ends before its first periodic checkpoint."""
     out = tmp_path_factory.mktemp("run")
-    train(compose_train(["debug=default", "env.vector=sync", "agent.dueling=true"], out))
+    train(compose_train(["debug=default", "env.vector=sync", "agent.dueling=true", "checkpoint_every=1000"], out))
     return out
 
 
@@ -27,8 +27,9 @@ def test_a_finished_run_resumes_to_a_larger_budget_in_its_own_dir(finished_run, 
     first = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
     assert first["stream"]["env_steps"] == 400
     # the run was trained with agent.dueling=true; the resume's command line does not repeat it
-    cfg = compose_train(["debug=default", "env.vector=sync", "env_steps=480", "ckpt_path=last"], finished_run)
-    train(cfg, overrides=["env_steps=480", "ckpt_path=last"])
+    resume = ["env_steps=480", "ckpt_path=last", "checkpoint_every=200"]
+    cfg = compose_train(["debug=default", "env.vector=sync", *resume], finished_run)
+    train(cfg, overrides=resume)
     last = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
     assert last["stream"]["env_steps"] == 480
     assert last["hyper_parameters"]["run"]["agent"]["dueling"] is True
@@ -39,6 +40,10 @@ def test_a_finished_run_resumes_to_a_larger_budget_in_its_own_dir(finished_run, 
     # the replay came back and grew by the 80 new steps (2 workers x 40 slots each)
     assert sum(last["replay_written"]) == sum(first["replay_written"]) + 80 + 2  # + 2 reset frames after resume
     assert len(list((finished_run / "tensorboard").glob("events.*"))) == 2  # one file per process, one dir
+    # The resume's periodic save went to last.ckpt, which ckpt_path=last reads, not to a
+    # last-v1.ckpt beside it (Lightning's version counter, for a file saved by save_last).
+    names = sorted(p.name for p in (finished_run / "checkpoints").glob("*.ckpt"))
+    assert names == ["best.ckpt", "env_steps_458.ckpt", "last.ckpt"]
 
 
 def test_truncated_checkpoint_is_named_in_one_line(finished_run, tmp_path):
