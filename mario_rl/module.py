@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from mario_rl.config import RunConfig
-from mario_rl.data import ExperienceStream
+from mario_rl.data import Episode, ExperienceStream
 from mario_rl.envs import num_actions
 from mario_rl.errors import NonFiniteLossError
 from mario_rl.losses import double_dqn_loss
@@ -145,6 +145,9 @@ class DQN(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["synced_at"] = self.synced_at
+        # The rollout/* means run over the last episodes: without them a resumed curve restarts
+        # from one episode and jumps (a drop from 730 to 300 at a resume of the long 1-1 run).
+        checkpoint["recent_episodes"] = [asdict(e) for e in self.episodes]
         if self.stream is None:
             return
         checkpoint["stream"] = self.stream.state_dict()
@@ -157,6 +160,7 @@ class DQN(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.synced_at = checkpoint.get("synced_at", 0)
+        self.episodes.extend(Episode(**e) for e in checkpoint.get("recent_episodes", []))
         self._pending_stream_state = checkpoint.get("stream")
         if self._pending_stream_state is not None:
             # Lightning fetches one batch ahead of training, so the stream counted a batch

@@ -37,6 +37,13 @@ def test_a_finished_run_resumes_to_a_larger_budget_in_its_own_dir(finished_run, 
     # the update count continues: (480 - 64) // 4 + 1, not a fresh run's count
     assert last["global_step"] == last["stream"]["updates"] == 105
     assert last["stream"]["episodes"] >= first["stream"]["episodes"]
+    # the rollout/* window (20 episodes) goes on from the episodes before the stop; with at
+    # most 20 in all, none has left it
+    assert last["stream"]["episodes"] <= 20
+    assert (
+        first["recent_episodes"]
+        and last["recent_episodes"][: len(first["recent_episodes"])] == first["recent_episodes"]
+    )
     # the replay came back and grew by the 80 new steps (2 workers x 40 slots each)
     assert sum(last["replay_written"]) == sum(first["replay_written"]) + 80 + 2  # + 2 reset frames after resume
     assert len(list((finished_run / "tensorboard").glob("events.*"))) == 2  # one file per process, one dir
