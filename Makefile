@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train test lint format clean-venv
+.PHONY: train test demo lint format clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 13), f"Python 3.13 needed, found {sys.version.split()[0]}"'
@@ -18,6 +18,12 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The shipped agent (docs/RESULTS.md) plays World 1-1; the table, results files and the GIFs of
+# its first and best episode land in outputs/evaluate/<date>/<time>/.
+MODEL ?= models/mario-1-1.safetensors
+demo: $(STAMP)
+	$(BIN)/python evaluate.py ckpt_path=$(MODEL) env.level=1-1 episodes=5 video=true $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
