@@ -23,7 +23,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+from submitit.core.utils import UncompletedJobError
 
 from mario_rl.config import ConfigError, RunConfig, load
 from mario_rl.errors import EnvWorkerError, one_line
@@ -117,10 +117,13 @@ def save_last(trainer: pl.Trainer) -> Path | None:
 class SaveOnInterrupt(pl.Callback):
     """Saves last.ckpt when the run is stopped from outside or loses an env worker.
 
-    Not on a non-finite loss: the point of stopping there is to keep the last good file.
+    From outside: Ctrl-C, SIGTERM (Lightning's SIGTERMException is a SystemExit), and a Slurm
+    job run through submitit, whose signal handler raises UncompletedJobError in the training
+    thread at the time limit and requeues a pre-empted job with sys.exit. Not on a non-finite
+    loss: the point of stopping there is to keep the last good file.
     """
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt | SIGTERMException | EnvWorkerError):
+        if isinstance(exception, KeyboardInterrupt | SystemExit | UncompletedJobError | EnvWorkerError):
             path = save_last(trainer)
             log.warning("%s: saved %s before exiting", type(exception).__name__, path)

@@ -6,6 +6,8 @@ from pathlib import Path
 import fsspec.implementations.local
 import pytest
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from submitit.core.utils import UncompletedJobError
 
 from mario_rl.checkpointing import SaveOnInterrupt, load_checkpoint, resolve_ckpt_path
 from mario_rl.config import AgentConfig, ConfigError, RunConfig
@@ -148,3 +150,21 @@ def test_non_finite_loss_stops_with_the_step_and_is_not_saved_over():
             raise AssertionError("tried to save a checkpoint after a non-finite loss")
 
     SaveOnInterrupt().on_exception(Trainer(), module, NonFiniteLossError("x"))
+
+
+@pytest.mark.parametrize(
+    "exception",
+    [SIGTERMException(), UncompletedJobError("Job not requeued because: timed-out"), SystemExit(-1)],
+    ids=["sigterm", "slurm-time-limit", "slurm-preemption-requeue"],
+)
+def test_a_stop_from_outside_saves_last_ckpt(exception):
+    asked = []
+
+    class Trainer:
+        @property
+        def checkpoint_callbacks(self):
+            asked.append(type(exception).__name__)
+            return []
+
+    SaveOnInterrupt().on_exception(Trainer(), None, exception)
+    assert asked == [type(exception).__name__]
