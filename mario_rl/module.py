@@ -87,13 +87,14 @@ class DQN(pl.LightningModule):
         """
         self.trainer.should_stop = True
 
-    def adam_kernel(self) -> dict[str, bool]:
+    def _trainer_adam_kernel(self) -> dict[str, bool]:
         """Adam's implementation for the precision of the Trainer (fp32 when there is none)."""
         return adam_kernel(str(self._trainer.precision) if self._trainer is not None else "32-true")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         agent = self.run.agent
-        return torch.optim.Adam(self.online.parameters(), lr=agent.lr, eps=agent.adam_eps, **self.adam_kernel())
+        kernel = self._trainer_adam_kernel()
+        return torch.optim.Adam(self.online.parameters(), lr=agent.lr, eps=agent.adam_eps, **kernel)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         q = self.online(batch["obs"])
@@ -171,7 +172,7 @@ class DQN(pl.LightningModule):
         # bring back the saved one, so a run resumed under another precision would keep it.
         for optimizer_state in checkpoint.get("optimizer_states", []):
             for group in optimizer_state["param_groups"]:
-                group.update(self.adam_kernel())
+                group.update(self._trainer_adam_kernel())
 
     def on_train_end(self) -> None:
         if self.stream is not None:
