@@ -125,11 +125,13 @@ class DQN(pl.LightningModule):
         stream = self.stream
         while stream is not None and stream.finished:
             self.episodes.append(stream.finished.popleft())
+        if (self.global_step + 1) % self.trainer.log_every_n_steps:
+            # Lightning writes only every log_every_n_steps, on the condition above; a self.log call
+            # costs ~0.8 ms, 3% of a seed_notebook step (py-spy, docs/BENCHMARKS.md).
+            return
         # Lightning uses a logged "step" as the x-axis of every logger: env steps, as in papers.
         self.log("step", float(env_steps))
         self.log("env_steps", float(env_steps), prog_bar=True)
-        if (self.global_step + 1) % self.trainer.log_every_n_steps:
-            return  # Lightning writes only every log_every_n_steps (seed_notebook: 27.8 vs 25.7 steps/s)
         self.log("train/updates", float(self.global_step + 1))
         self.log("train/loss", loss, prog_bar=False)
         self.log("train/q_mean", q.detach().float().mean())

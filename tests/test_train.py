@@ -41,3 +41,18 @@ def test_short_run_leaves_checkpoints_and_tensorboard_metrics(tmp_path, tiny_ove
     assert metrics["train/epsilon"] < 1.0
     hparams = (tmp_path / "tensorboard" / "hparams.yaml").read_text()
     assert "level: 1-1" in hparams and "gamma: 0.9" in hparams
+
+
+def test_metrics_written_every_n_updates_are_placed_at_env_steps(tmp_path, tiny_overrides):
+    cfg = compose_train([*tiny_overrides, "trainer.log_every_n_steps=7", "callbacks.eval.every=100000"], tmp_path)
+    train(cfg)
+    events = EventAccumulator(str(next((tmp_path / "tensorboard").glob("events.*"))))
+    events.Reload()
+    updates = events.Scalars("train/updates")
+    # 85 updates (env steps 64..400, one per 4), written on every 7th
+    assert [int(e.value) for e in updates] == list(range(7, 86, 7))
+    for point in updates:
+        # the update count u was trained on about 64 + 4 (u - 1) env steps, one vector step of 2 either way
+        assert abs(point.step - (64 + 4 * (point.value - 1))) <= 2
+    # metrics logged on other updates (the throughput callback's) land on the same env-step points
+    assert {e.step for e in events.Scalars("time/env_steps_per_s")} <= {e.step for e in updates}
