@@ -82,6 +82,7 @@ class AgentConfig:
     target_sync: int = 8_000
     n_step: int = 3
     dueling: bool = True
+    random_shift: int = 0
     epsilon_schedule: str = "linear"
     epsilon_start: float = 1.0
     epsilon_end: float = 0.05
@@ -179,6 +180,8 @@ def validate(run: RunConfig) -> None:
     _check("agent.learning_starts", agent.learning_starts >= 0, "an integer >= 0", agent.learning_starts)
     _check("agent.target_sync", agent.target_sync >= 1, "an integer >= 1 (env steps)", agent.target_sync)
     _check("agent.n_step", agent.n_step >= 1, "an integer >= 1", agent.n_step)
+    limit = env.frame_size // 2
+    _check("agent.random_shift", 0 <= agent.random_shift < limit, f"an integer in [0, {limit})", agent.random_shift)
     _one_of("agent.epsilon_schedule", agent.epsilon_schedule, EPSILON_SCHEDULES)
     for key in ("epsilon_start", "epsilon_end"):
         value = getattr(agent, key)

@@ -20,6 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
+from mario_rl.augment import random_shift
 from mario_rl.config import RunConfig
 from mario_rl.data import Episode, ExperienceStream
 from mario_rl.envs import num_actions
@@ -97,10 +98,14 @@ class DQN(pl.LightningModule):
         return torch.optim.Adam(self.online.parameters(), lr=agent.lr, eps=agent.adam_eps, **kernel)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        q = self.online(batch["obs"])
+        obs, next_obs = batch["obs"], batch["next_obs"]
+        pad = self.run.agent.random_shift
+        if pad:
+            obs, next_obs = random_shift(obs, pad), random_shift(next_obs, pad)
+        q = self.online(obs)
         with torch.no_grad():
-            next_q_online = self.online(batch["next_obs"])
-            next_q_target = self.target(batch["next_obs"])
+            next_q_online = self.online(next_obs)
+            next_q_target = self.target(next_obs)
         loss, _ = double_dqn_loss(
             q, batch["actions"], next_q_online, next_q_target, batch["returns"], batch["discounts"]
         )

@@ -26,7 +26,7 @@ def test_seed_notebook_resolves_to_the_notebooks_values(tmp_path):
         0.02,
         0.9999,
     )
-    assert (run.agent.n_step, run.agent.dueling, run.agent.adam_eps) == (1, False, 1e-8)
+    assert (run.agent.n_step, run.agent.dueling, run.agent.random_shift, run.agent.adam_eps) == (1, False, 0, 1e-8)
     assert (run.env.actions, run.env.crop, run.env.frame_skip, run.env.frame_stack, run.env.num_envs) == (
         "simple",
         True,
@@ -49,6 +49,7 @@ def test_seed_notebook_resolves_to_the_notebooks_values(tmp_path):
         ("env.game=smb3", "env.game='smb3' is not allowed; choose one of: smb, lost_levels"),
         ("env.frame_stack=0", "env.frame_stack=0 is not allowed; it must be an integer >= 1"),
         ("env_steps=-5", "env_steps=-5 is not allowed; it must be an integer >= 1"),
+        ("agent.random_shift=42", "agent.random_shift=42 is not allowed; it must be an integer in [0, 42)"),
         (
             "agent.batch_size=5000 replay.capacity=4000",
             "agent.batch_size=5000 is not allowed; it must be <= replay.capacity (4000)",

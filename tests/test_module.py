@@ -3,6 +3,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from mario_rl.augment import shift
 from mario_rl.config import AgentConfig, RunConfig
 from mario_rl.module import DQN, run_dict
 
@@ -59,3 +60,25 @@ def test_a_resumed_optimizer_takes_this_runs_kernel_not_the_saved_one():
     optimizer = resumed.configure_optimizers()
     optimizer.load_state_dict(checkpoint["optimizer_states"][0])
     assert (optimizer.param_groups[0]["fused"], optimizer.param_groups[0]["foreach"]) == (True, False)
+
+
+@pytest.mark.parametrize("pad", [0, 2])
+def test_training_step_feeds_both_nets_the_shifted_stacks(pad, monkeypatch):
+    module = DQN(run_dict(RunConfig(agent=AgentConfig(random_shift=pad))))
+    monkeypatch.setattr(module, "_log_step", lambda *args: None)
+    seen: list[tuple[str, torch.Tensor]] = []
+    for name in ("online", "target"):
+        getattr(module, name).register_forward_pre_hook(lambda net, args, name=name: seen.append((name, args[0])))
+    generator = torch.Generator().manual_seed(3)
+    obs, next_obs = (torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8, generator=generator) for _ in "ab")
+    batch = {"obs": obs, "next_obs": next_obs, "actions": torch.zeros(4, dtype=torch.int64)}
+    batch |= {"returns": torch.zeros(4), "discounts": torch.ones(4), "env_steps": 0}
+    torch.manual_seed(7)
+    module.training_step(batch, 0)
+    torch.manual_seed(7)  # the same draws, in the same order: obs first, then next_obs
+    expected_obs = shift(obs, pad, torch.randint(0, 2 * pad + 1, (4, 2))) if pad else obs
+    expected_next = shift(next_obs, pad, torch.randint(0, 2 * pad + 1, (4, 2))) if pad else next_obs
+    assert [name for name, _ in seen] == ["online", "online", "target"]
+    assert torch.equal(seen[0][1], expected_obs)
+    assert torch.equal(seen[1][1], expected_next) and torch.equal(seen[2][1], expected_next)
+    assert torch.equal(seen[0][1], obs) == (pad == 0)
