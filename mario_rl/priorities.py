@@ -1,0 +1,89 @@
+"""A sum tree over replay slots: proportional sampling in O(log n) per draw, all in numpy.
+
+Prioritized replay (Schaul et al. 2016, proportional variant) draws transition i with
+probability p_i / sum_k p_k. A flat array would need an O(n) prefix sum per batch (100,000
+slots); the tree keeps every partial sum, so a draw, and a priority change, touch one node
+per level. Each operation works on a whole batch of leaves at once, level by level: no
+Python loop over the batch. A second tree keeps the smallest positive leaf, the
+probability of the largest importance weight, which normalizes the weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class SumTree:
+    """Sums and positive minima over ``size`` non-negative leaves (float64).
+
+    Node 1 is the root, node k's children are 2k and 2k+1, and leaf i is node
+    ``first_leaf + i``, with ``first_leaf`` the power of two at or above ``size``. A leaf of 0
+    is never drawn, which is how the replay keeps slots it must not sample out of the tree.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.levels = max(0, size - 1).bit_length()
+        self.first_leaf = 1 << self.levels
+        self.sums = np.zeros(2 * self.first_leaf, dtype=np.float64)
+        # A leaf of 0 holds +inf here, so min is the smallest leaf that can be drawn.
+        self.mins = np.full(2 * self.first_leaf, np.inf, dtype=np.float64)
+
+    @staticmethod
+    def nbytes(size: int) -> int:
+        """Bytes of the two trees over ``size`` leaves."""
+        return 2 * 2 * (1 << max(0, size - 1).bit_length()) * 8
+
+    @property
+    def total(self) -> float:
+        """Sum of all leaves."""
+        return float(self.sums[1])
+
+    @property
+    def min(self) -> float:
+        """Smallest positive leaf; inf when every leaf is 0."""
+        return float(self.mins[1])
+
+    def get(self, leaves: np.ndarray) -> np.ndarray:
+        """Values of ``leaves``."""
+        return self.sums[self.first_leaf + leaves]
+
+    def set(self, leaves: np.ndarray, values: np.ndarray) -> None:
+        """Set ``leaves`` to ``values`` (>= 0) and recompute the nodes above them.
+
+        Parents are recomputed from their children, not shifted by a difference, so no
+        rounding error accumulates over millions of updates. A leaf given twice keeps one
+        of its values.
+        """
+        nodes = self.first_leaf + np.asarray(leaves, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float64)
+        self.sums[nodes] = values
+        self.mins[nodes] = np.where(values > 0, values, np.inf)
+        for _ in range(self.levels):
+            nodes = np.unique(nodes >> 1)
+            self.sums[nodes] = self.sums[2 * nodes] + self.sums[2 * nodes + 1]
+            self.mins[nodes] = np.minimum(self.mins[2 * nodes], self.mins[2 * nodes + 1])
+
+    def find(self, mass: np.ndarray) -> np.ndarray:
+        """The leaf i where each ``mass`` falls: sum(leaves[:i]) <= mass < sum(leaves[:i + 1]).
+
+        The walk only enters subtrees of positive sum, so it never returns a leaf of 0, even
+        when rounding puts a mass at or past the end of the sum it descends into.
+        """
+        mass = np.asarray(mass, dtype=np.float64).copy()
+        nodes = np.ones(mass.shape, dtype=np.int64)
+        for _ in range(self.levels):
+            left = self.sums[2 * nodes]
+            right = (mass >= left) & (self.sums[2 * nodes + 1] > 0)
+            mass = np.where(right, mass - left, mass)
+            nodes = 2 * nodes + right
+        return nodes - self.first_leaf
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """Stratified draw: one leaf from each of ``batch_size`` equal segments of the total.
+
+        Each leaf is drawn in proportion to its value, as with independent draws, but a
+        batch covers the whole range of priorities instead of clustering by chance.
+        """
+        segment = self.total / batch_size
+        return self.find((np.arange(batch_size) + rng.random(batch_size)) * segment)
