@@ -52,17 +52,19 @@ class SumTree:
         """Set ``leaves`` to ``values`` (>= 0) and recompute the nodes above them.
 
         Parents are recomputed from their children, not shifted by a difference, so no
-        rounding error accumulates over millions of updates. A leaf given twice keeps one
-        of its values.
+        rounding error accumulates over millions of updates; a parent reached twice simply
+        gets the same value twice. A leaf given twice keeps one of its values.
         """
         nodes = self.first_leaf + np.asarray(leaves, dtype=np.int64)
         values = np.asarray(values, dtype=np.float64)
-        self.sums[nodes] = values
-        self.mins[nodes] = np.where(values > 0, values, np.inf)
+        sums, mins = self.sums, self.mins
+        sums[nodes] = values
+        mins[nodes] = np.where(values > 0, values, np.inf)
         for _ in range(self.levels):
-            nodes = np.unique(nodes >> 1)
-            self.sums[nodes] = self.sums[2 * nodes] + self.sums[2 * nodes + 1]
-            self.mins[nodes] = np.minimum(self.mins[2 * nodes], self.mins[2 * nodes + 1])
+            nodes = nodes >> 1
+            kids = nodes << 1
+            sums[nodes] = sums[kids] + sums[kids + 1]
+            mins[nodes] = np.minimum(mins[kids], mins[kids + 1])
 
     def find(self, mass: np.ndarray) -> np.ndarray:
         """The leaf i where each ``mass`` falls: sum(leaves[:i]) <= mass < sum(leaves[:i + 1]).
@@ -70,13 +72,14 @@ class SumTree:
         The walk only enters subtrees of positive sum, so it never returns a leaf of 0, even
         when rounding puts a mass at or past the end of the sum it descends into.
         """
-        mass = np.asarray(mass, dtype=np.float64).copy()
+        mass = np.array(mass, dtype=np.float64)
         nodes = np.ones(mass.shape, dtype=np.int64)
         for _ in range(self.levels):
-            left = self.sums[2 * nodes]
-            right = (mass >= left) & (self.sums[2 * nodes + 1] > 0)
-            mass = np.where(right, mass - left, mass)
-            nodes = 2 * nodes + right
+            kids = nodes << 1
+            left = self.sums[kids]
+            right = (mass >= left) & (self.sums[kids + 1] > 0)
+            mass -= left * right
+            nodes = kids + right
         return nodes - self.first_leaf
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:

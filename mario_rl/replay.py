@@ -278,7 +278,7 @@ class ReplayBuffer:
         envs, slots = envs[keep], slots[keep]
         priorities = np.abs(td_errors[keep]).astype(np.float32) + np.float32(self.priority_eps)
         self.priorities[envs, slots] = priorities
-        self._set_leaves(envs, slots)
+        self.tree.set(envs * self.per_env + slots, priorities.astype(np.float64) ** self.priority_alpha)
         if priorities.size:
             self.max_priority = max(self.max_priority, float(priorities.max()))
 
