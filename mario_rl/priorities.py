@@ -13,6 +13,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def _leaf_count(size: int) -> int:
+    """Leaves of the complete binary tree over ``size`` values: the power of two at or above it."""
+    return 1 << max(0, size - 1).bit_length()
+
+
 class SumTree:
     """Sums and positive minima over ``size`` non-negative leaves (float64).
 
@@ -22,9 +27,8 @@ class SumTree:
     """
 
     def __init__(self, size: int):
-        self.size = size
-        self.levels = max(0, size - 1).bit_length()
-        self.first_leaf = 1 << self.levels
+        self.first_leaf = _leaf_count(size)
+        self.levels = self.first_leaf.bit_length() - 1
         self.sums = np.zeros(2 * self.first_leaf, dtype=np.float64)
         # A leaf of 0 holds +inf here, so min is the smallest leaf that can be drawn.
         self.mins = np.full(2 * self.first_leaf, np.inf, dtype=np.float64)
@@ -32,7 +36,7 @@ class SumTree:
     @staticmethod
     def nbytes(size: int) -> int:
         """Bytes of the two trees over ``size`` leaves."""
-        return 2 * 2 * (1 << max(0, size - 1).bit_length()) * 8
+        return 2 * 2 * _leaf_count(size) * 8
 
     @property
     def total(self) -> float:

@@ -269,10 +269,13 @@ class ReplayBuffer:
     def update_priorities(self, envs: np.ndarray, slots: np.ndarray, td_errors: np.ndarray) -> None:
         """Set the priorities of sampled transitions to |TD error| + priority_eps.
 
-        The learner trains on a batch after the next one is drawn, so the cursor may have
-        moved on meanwhile. A slot overwritten since it was drawn is invalid for the next
-        frame_stack + n_step writes of its worker; its error, which belongs to the old
-        transition, is dropped, and the new one keeps the max priority it came with.
+        Lightning draws the next batch before it trains on this one, so the cursor may have
+        moved on meanwhile. A drawn slot lies at least frame_stack - 1 slots ahead of the
+        cursor, and once overwritten it is invalid until n_step frames follow it: an error
+        that comes back within frame_stack + n_step - 1 writes of its worker finds either its
+        own transition or an invalid slot, and is then dropped (the new transition keeps the
+        max priority it came with). A vector step is one write per worker, two at an episode
+        end; with the default cadence one or two steps pass between a draw and its update.
         """
         keep = self._valid(envs, slots)
         envs, slots = envs[keep], slots[keep]
