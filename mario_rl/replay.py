@@ -26,6 +26,7 @@ from mario_rl.config import ConfigError
 from mario_rl.priorities import SumTree
 
 _ARRAYS = ("frames", "actions", "rewards", "terminated", "truncated", "first", "has_action")
+_NOTHING_TO_SAMPLE = "replay: no valid transition to sample; is learning_starts too small?"
 
 
 def available_ram_bytes() -> int:
@@ -251,7 +252,7 @@ class ReplayBuffer:
             todo = todo[~ok]
             if todo.size == 0:
                 return envs, slots
-        raise RuntimeError("replay: no valid transition to sample; is learning_starts too small?")
+        raise RuntimeError(_NOTHING_TO_SAMPLE)
 
     def sample_prioritized(self, batch_size: int, beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Draw in proportion to priority^alpha (stratified); envs, slots and importance weights.
@@ -261,7 +262,7 @@ class ReplayBuffer:
         are at most 1, so they only ever shrink a step (Schaul et al. 2016, section 3.4).
         """
         if self.tree.total <= 0:
-            raise RuntimeError("replay: no valid transition to sample; is learning_starts too small?")
+            raise RuntimeError(_NOTHING_TO_SAMPLE)
         leaves = self.tree.sample(batch_size, self.rng)
         weights = (self.tree.get(leaves) / self.tree.min) ** -beta
         return leaves // self.per_env, leaves % self.per_env, weights.astype(np.float32)
