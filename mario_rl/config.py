@@ -95,6 +95,10 @@ class ReplayConfig:
     capacity: int = 100_000
     save: bool = True
     max_ram_fraction: float = 0.8
+    prioritized: bool = False
+    priority_alpha: float = 0.6
+    priority_beta_start: float = 0.4
+    priority_eps: float = 1e-6
 
 
 @dataclass
@@ -205,6 +209,10 @@ def validate(run: RunConfig) -> None:
         agent.batch_size,
     )
     _check("replay.max_ram_fraction", 0 < replay.max_ram_fraction <= 1, "in (0, 1]", replay.max_ram_fraction)
+    _check("replay.priority_alpha", 0.0 <= replay.priority_alpha <= 1.0, "in [0, 1]", replay.priority_alpha)
+    beta = replay.priority_beta_start
+    _check("replay.priority_beta_start", 0.0 <= beta <= 1.0, "in [0, 1]", beta)
+    _check("replay.priority_eps", replay.priority_eps > 0, "> 0", replay.priority_eps)
     _check("env_steps", run.env_steps >= 1, "an integer >= 1", run.env_steps)
     _check("checkpoint_every", run.checkpoint_every >= 1, "an integer >= 1 (env steps)", run.checkpoint_every)
 

@@ -3,6 +3,11 @@
 It owns the vector env, the actor and the replay. Each batch it yields is paid for by
 ``agent.train_every`` env steps. The env step is sent to the workers before the batch is
 handed to Lightning and collected after, so the emulators run while the learner trains.
+
+With prioritized replay the data flow has one edge back: a batch carries the replay
+indices it was drawn from, and the learner returns their TD errors through
+``update_priorities``, because the priorities are the learner's errors and only the
+stream's replay can store them.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ class ExperienceStream(IterableDataset):
             gamma=run.agent.gamma,
             seed=run.seed,
             max_ram_fraction=run.replay.max_ram_fraction,
+            prioritized=run.replay.prioritized,
+            priority_alpha=run.replay.priority_alpha,
+            priority_eps=run.replay.priority_eps,
         )
         self.env_steps = 0
         self.updates = 0
@@ -67,6 +75,20 @@ class ExperienceStream(IterableDataset):
     @property
     def epsilon(self) -> float:
         return epsilon(self.run.agent, self.env_steps, self.updates)
+
+    @property
+    def priority_beta(self) -> float:
+        """Importance-weight exponent, linear from replay.priority_beta_start to 1 over the budget.
+
+        The bias that prioritized draws put into the updates matters most late in a run, when
+        the values settle, so the correction is full (beta 1) by the end (Schaul et al. 2016).
+        """
+        start = self.run.replay.priority_beta_start
+        return start + (1.0 - start) * min(1.0, self.env_steps / self.run.env_steps)
+
+    def update_priorities(self, envs: torch.Tensor, slots: torch.Tensor, td_errors: torch.Tensor) -> None:
+        """Hand the TD errors of a trained batch back to the replay as the new priorities."""
+        self.replay.update_priorities(envs.cpu().numpy(), slots.cpu().numpy(), td_errors.float().cpu().numpy())
 
     def _open(self) -> None:
         """Start the workers and begin one episode per stream in the replay."""
@@ -145,10 +167,13 @@ class ExperienceStream(IterableDataset):
         self.obs = obs
 
     def _batch(self) -> dict[str, Any]:
-        sample = self.replay.sample(self.run.agent.batch_size)
+        beta = self.priority_beta
+        sample = self.replay.sample(self.run.agent.batch_size, beta)
         batch: dict[str, Any] = {k: torch.from_numpy(v) for k, v in sample.items()}
         batch["env_steps"] = self.env_steps
         batch["epsilon"] = self.epsilon
+        if self.run.replay.prioritized:
+            batch["priority_beta"] = beta
         self.updates += 1
         return batch
 

@@ -106,14 +106,22 @@ class DQN(pl.LightningModule):
         with torch.no_grad():
             next_q_online = self.online(next_obs)
             next_q_target = self.target(next_obs)
-        loss, _ = double_dqn_loss(
-            q, batch["actions"], next_q_online, next_q_target, batch["returns"], batch["discounts"]
+        loss, td_errors = double_dqn_loss(
+            q,
+            batch["actions"],
+            next_q_online,
+            next_q_target,
+            batch["returns"],
+            batch["discounts"],
+            batch.get("weights"),
         )
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at env step {batch['env_steps']} (update {self.global_step}); "
                 "stopped before it reached the weights, the last checkpoint is kept as it was"
             )
+        if "weights" in batch:
+            self.stream.update_priorities(batch["envs"], batch["slots"], td_errors.abs())
         self._log_step(batch, loss, q)
         return loss
 
@@ -141,6 +149,8 @@ class DQN(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=False)
         self.log("train/q_mean", q.detach().float().mean())
         self.log("train/epsilon", batch["epsilon"], prog_bar=True)
+        if "priority_beta" in batch:
+            self.log("replay/priority_beta", batch["priority_beta"])
         if stream is not None:
             self.log("replay/size", float(len(stream.replay)))
         if self.episodes:

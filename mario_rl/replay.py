@@ -8,6 +8,9 @@ frame that follows is flagged ``first``. Stacks walk back from a slot and repeat
 frame of the episode instead of crossing into the previous one, exactly as Gymnasium's
 FrameStackObservation(padding_type="reset") does; so a stack rebuilt here equals the one the
 actor saw. A 1,000,000-transition buffer of 84x84 frames takes about 7.07 GB.
+
+Sampling is uniform over valid transitions, or, with ``prioritized``, proportional to
+priority^alpha (Schaul et al. 2016) through a sum tree over all slots (mario_rl/priorities.py).
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from mario_rl.config import ConfigError
+from mario_rl.priorities import SumTree
 
 _ARRAYS = ("frames", "actions", "rewards", "terminated", "truncated", "first", "has_action")
+_NOTHING_TO_SAMPLE = "replay: no valid transition to sample; is learning_starts too small?"
 
 
 def available_ram_bytes() -> int:
@@ -36,14 +41,27 @@ def available_ram_bytes() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def replay_nbytes(capacity: int, frame_shape: tuple[int, int]) -> int:
+def replay_nbytes(capacity: int, frame_shape: tuple[int, int], prioritized: bool = False) -> int:
     """Bytes the arrays of a buffer of ``capacity`` slots will take once filled."""
     per_slot = int(np.prod(frame_shape)) + 1 + 4 + 4  # frame, action, reward, four flags
-    return capacity * per_slot
+    if not prioritized:
+        return capacity * per_slot
+    return capacity * (per_slot + 4) + SumTree.nbytes(capacity)  # + a float32 priority per slot
 
 
 class ReplayBuffer:
-    """Preallocated ring of ``capacity`` slots split evenly over ``num_envs`` streams."""
+    """Preallocated ring of ``capacity`` slots split evenly over ``num_envs`` streams.
+
+    With ``prioritized``, slot (env, slot) is leaf ``env * per_env + slot`` of a sum tree.
+    Which slots may be sampled changes as the cursor moves (see ``_valid``): a transition
+    becomes valid once its n-step window is written, and invalid when the cursor comes
+    within a frame stack of it. Rather than drawing and redrawing, the tree holds
+    priority^alpha exactly on valid slots and 0 elsewhere: every cursor move re-checks the
+    few slots whose validity it can change (``_refresh_leaves``). So every draw is valid, the
+    tree's total is the mass of valid transitions and the importance weights use the very
+    probabilities the batch was drawn with. Each slot's priority is kept in ``priorities``
+    while its leaf is 0, so a slot gets it back when it becomes valid.
+    """
 
     def __init__(
         self,
@@ -55,8 +73,11 @@ class ReplayBuffer:
         gamma: float,
         seed: int,
         max_ram_fraction: float = 0.8,
+        prioritized: bool = False,
+        priority_alpha: float = 0.6,
+        priority_eps: float = 1e-6,
     ):
-        need = replay_nbytes(capacity, frame_shape)
+        need = replay_nbytes(capacity, frame_shape, prioritized)
         have = available_ram_bytes()
         if need > max_ram_fraction * have:
             raise ConfigError(
@@ -82,6 +103,13 @@ class ReplayBuffer:
         self.cursor = np.zeros(num_envs, dtype=np.int64)
         self.written = np.zeros(num_envs, dtype=np.int64)
         self._envs = np.arange(num_envs)
+        self.priority_alpha = priority_alpha
+        self.priority_eps = priority_eps
+        self.tree = SumTree(num_envs * self.per_env) if prioritized else None
+        self.priorities: np.ndarray | None = np.zeros(shape, dtype=np.float32) if prioritized else None
+        # New transitions enter at the largest priority seen so far, so they are among the
+        # likeliest draws until their TD error is known (1 until a TD error exceeds it).
+        self.max_priority = 1.0
 
     @property
     def capacity(self) -> int:
@@ -100,6 +128,27 @@ class ReplayBuffer:
         self.truncated[envs, slots] = False
         self.cursor[envs] = (slots + 1) % self.per_env
         self.written[envs] += 1
+        if self.tree is not None:
+            self._refresh_leaves(envs)
+
+    def _set_leaves(self, envs: np.ndarray, slots: np.ndarray) -> None:
+        """Leaves of (env, slot): priority^alpha where the slot is valid, else 0."""
+        valid = self._valid(envs, slots)
+        mass = np.where(valid, self.priorities[envs, slots].astype(np.float64) ** self.priority_alpha, 0.0)
+        self.tree.set(envs * self.per_env + slots, mass)
+
+    def _refresh_leaves(self, envs: np.ndarray) -> None:
+        """Re-check the slots whose validity a one-slot cursor move in ``envs`` can change.
+
+        With the new cursor c: the slot just overwritten (c - 1), the one given its action by
+        ``add`` (c - 2), the one whose n-step window just completed (c - 1 - n_step), and
+        the one whose frame stack now reaches the overwritten frame (c + frame_stack - 2; when
+        the ring fills, all of c .. c + frame_stack - 2 at once).
+        """
+        offsets = np.arange(-(self.n_step + 1), self.frame_stack - 1)
+        slot_envs = np.repeat(envs, offsets.size)
+        slots = (self.cursor[slot_envs] + np.tile(offsets, len(envs))) % self.per_env
+        self._set_leaves(slot_envs, slots)
 
     def start(self, frames: np.ndarray) -> None:
         """Begin an episode in every stream with its reset frame, shape (num_envs, H, W)."""
@@ -137,6 +186,8 @@ class ReplayBuffer:
         self.terminated[envs, slots] = terminated
         self.truncated[envs, slots] = truncated
         self.has_action[envs, slots] = True
+        if self.tree is not None:
+            self.priorities[envs, slots] = self.max_priority
         self._write_frames(envs, next_frames, first=False)
         ended = np.flatnonzero(np.logical_or(terminated, truncated))
         if ended.size:
@@ -201,11 +252,52 @@ class ReplayBuffer:
             todo = todo[~ok]
             if todo.size == 0:
                 return envs, slots
-        raise RuntimeError("replay: no valid transition to sample; is learning_starts too small?")
+        raise RuntimeError(_NOTHING_TO_SAMPLE)
 
-    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
-        """A batch of uint8 stacks with n-step returns, ready for the Double-DQN loss."""
-        envs, slots = self.sample_indices(batch_size)
+    def sample_prioritized(self, batch_size: int, beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Draw in proportion to priority^alpha (stratified); envs, slots and importance weights.
+
+        The weight of transition i is (N * P(i))^-beta divided by the largest weight in the
+        buffer, that of the least likely transition: (P(i) / P_min)^-beta, N cancels. Weights
+        are at most 1, so they only ever shrink a step (Schaul et al. 2016, section 3.4).
+        """
+        if self.tree.total <= 0:
+            raise RuntimeError(_NOTHING_TO_SAMPLE)
+        leaves = self.tree.sample(batch_size, self.rng)
+        weights = (self.tree.get(leaves) / self.tree.min) ** -beta
+        return leaves // self.per_env, leaves % self.per_env, weights.astype(np.float32)
+
+    def update_priorities(self, envs: np.ndarray, slots: np.ndarray, td_errors: np.ndarray) -> None:
+        """Set the priorities of sampled transitions to |TD error| + priority_eps.
+
+        Lightning draws the next batch before it trains on this one, so the cursor may have
+        moved on meanwhile. A drawn slot lies at least frame_stack - 1 slots ahead of the
+        cursor, and once overwritten it is invalid until n_step frames follow it: an error
+        that comes back within frame_stack + n_step - 1 writes of its worker finds either its
+        own transition or an invalid slot, and is then dropped (the new transition keeps the
+        max priority it came with). A vector step is one write per worker, two at an episode
+        end; with the default cadence one or two steps pass between a draw and its update.
+        """
+        keep = self._valid(envs, slots)
+        envs, slots = envs[keep], slots[keep]
+        priorities = np.abs(td_errors[keep]).astype(np.float32) + np.float32(self.priority_eps)
+        self.priorities[envs, slots] = priorities
+        self.tree.set(envs * self.per_env + slots, priorities.astype(np.float64) ** self.priority_alpha)
+        if priorities.size:
+            self.max_priority = max(self.max_priority, float(priorities.max()))
+
+    def sample(self, batch_size: int, beta: float = 1.0) -> dict[str, np.ndarray]:
+        """A batch of uint8 stacks with n-step returns, ready for the Double-DQN loss.
+
+        A prioritized buffer adds the importance ``weights`` (exponent ``beta``) and the
+        ``envs`` and ``slots`` drawn, for ``update_priorities``.
+        """
+        prioritized: dict[str, np.ndarray] = {}
+        if self.tree is None:
+            envs, slots = self.sample_indices(batch_size)
+        else:
+            envs, slots, weights = self.sample_prioritized(batch_size, beta)
+            prioritized = {"weights": weights, "envs": envs, "slots": slots}
         returns, discounts, next_slots = self.n_step_targets(envs, slots)
         return {
             "obs": self.stacks(envs, slots),
@@ -213,6 +305,7 @@ class ReplayBuffer:
             "returns": returns,
             "discounts": discounts,
             "next_obs": self.stacks(envs, next_slots),
+            **prioritized,
         }
 
     def save(self, path: str | Path) -> None:
@@ -222,7 +315,7 @@ class ReplayBuffer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         filled = int(min(self.written.max(), self.per_env))
-        for name in _ARRAYS:
+        for name in self._saved_arrays():
             np.save(tmp / f"{name}.npy", getattr(self, name)[:, :filled])
         meta = {
             "cursor": self.cursor.tolist(),
@@ -231,6 +324,7 @@ class ReplayBuffer:
             "num_envs": self.num_envs,
             "frame_shape": list(self.frames.shape[2:]),
             "rng": self.rng.bit_generator.state,
+            "max_priority": self.max_priority,
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
         old = path.with_name(path.name + ".old")
@@ -249,7 +343,8 @@ class ReplayBuffer:
         shape = [meta["num_envs"], meta["per_env"], *meta["frame_shape"]]
         if shape != list(self.frames.shape):
             raise ConfigError(f"replay file {path}: shape {shape} does not match this run's {list(self.frames.shape)}")
-        for name in _ARRAYS:
+        unprioritized_save = self.tree is not None and not (path / "priorities.npy").exists()
+        for name in _ARRAYS if unprioritized_save else self._saved_arrays():
             try:
                 data = np.load(path / f"{name}.npy", mmap_mode="r")
             except (OSError, ValueError) as err:
@@ -258,3 +353,13 @@ class ReplayBuffer:
         self.cursor[:] = meta["cursor"]
         self.written[:] = meta["written"]
         self.rng.bit_generator.state = meta["rng"]
+        if self.tree is not None:
+            self.max_priority = meta.get("max_priority", 1.0)
+            if unprioritized_save:  # a resume that turns prioritized replay on: all stored transitions at the max
+                self.priorities[:] = np.where(self.has_action, self.max_priority, 0.0)
+            envs, slots = np.divmod(np.arange(self.capacity), self.per_env)
+            self._set_leaves(envs, slots)
+
+    def _saved_arrays(self) -> tuple[str, ...]:
+        """The per-slot arrays ``save`` writes: with priorities when prioritized."""
+        return (*_ARRAYS, "priorities") if self.tree is not None else _ARRAYS

@@ -10,6 +10,13 @@ from tests.conftest import ROOT, compose_train
 def test_defaults_validate(tmp_path):
     run = load(compose_train([], tmp_path))
     assert (run.env.level, run.env.num_envs, run.agent.train_every, run.env_steps) == ("1-1", 4, 4, 1_000_000)
+    replay = run.replay
+    assert (replay.prioritized, replay.priority_alpha, replay.priority_beta_start, replay.priority_eps) == (
+        False,
+        0.6,
+        0.4,
+        1e-6,
+    )
 
 
 def test_seed_notebook_resolves_to_the_notebooks_values(tmp_path):
@@ -19,6 +26,7 @@ def test_seed_notebook_resolves_to_the_notebooks_values(tmp_path):
     #          burnin=1, learn_every=1, epsilon_start=1, epsilon_min=0.02, epsilon_decay=0.9999)
     assert run.agent.lr == 2.5e-4 and run.agent.gamma == 0.9 and run.agent.batch_size == 32
     assert run.replay.capacity == 20_000 and run.agent.target_sync == 5_000 and run.agent.train_every == 1
+    assert run.replay.prioritized is False  # the notebook's deque was sampled uniformly
     assert run.agent.learning_starts == 32  # burnin 1, but learn() waits for a full batch
     assert (run.agent.epsilon_schedule, run.agent.epsilon_start, run.agent.epsilon_end, run.agent.epsilon_decay) == (
         "exponential",
@@ -55,6 +63,11 @@ def test_seed_notebook_resolves_to_the_notebooks_values(tmp_path):
             "agent.batch_size=5000 is not allowed; it must be <= replay.capacity (4000)",
         ),
         ("agent.gamma=abc", "agent.gamma: Value 'abc' of type 'str' could not be converted to Float"),
+        ("replay.priority_alpha=1.5", "replay.priority_alpha=1.5 is not allowed; it must be in [0, 1]"),
+        ("replay.priority_beta_start=-0.1", "replay.priority_beta_start=-0.1 is not allowed; it must be in [0, 1]"),
+        ("replay.priority_beta_start=2", "replay.priority_beta_start=2.0 is not allowed; it must be in [0, 1]"),
+        ("replay.priority_eps=0", "replay.priority_eps=0.0 is not allowed; it must be > 0"),
+        ("replay.prioritized=maybe", "replay.prioritized: Value 'maybe' is not a valid bool"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(tmp_path, override, message):

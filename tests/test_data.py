@@ -1,4 +1,6 @@
 import numpy as np
+import pytest
+import torch
 
 from mario_rl.config import AgentConfig, EnvConfig, ReplayConfig, RunConfig
 from mario_rl.data import ExperienceStream
@@ -19,11 +21,11 @@ class RecordingPolicy:
         return self.actions[-1]
 
 
-def run_stream(env_steps=120, learning_starts=40, train_every=4, num_envs=2, max_episode_steps=17):
+def run_stream(env_steps=120, learning_starts=40, train_every=4, num_envs=2, max_episode_steps=17, prioritized=False):
     run = RunConfig(
         env=EnvConfig(num_envs=num_envs, vector="sync", max_episode_steps=max_episode_steps),
         agent=AgentConfig(learning_starts=learning_starts, train_every=train_every, batch_size=8, n_step=3),
-        replay=ReplayConfig(capacity=1000),
+        replay=ReplayConfig(capacity=1000, prioritized=prioritized),
         env_steps=env_steps,
     )
     policy = RecordingPolicy(5)
@@ -54,6 +56,21 @@ def test_batches_are_paid_for_by_train_every_env_steps():
     assert stream.env_steps == 120 and len(batches) == 21
     assert batches[0]["obs"].shape == (8, 4, 84, 84) and batches[0]["obs"].dtype.is_floating_point is False
     assert [b["env_steps"] for b in batches[:3]] == [38, 42, 46]  # sampled while the step is in flight
+    assert not {"weights", "envs", "slots", "priority_beta"} & set(batches[0])  # uniform replay
+
+
+def test_prioritized_batches_carry_weights_their_indices_and_an_annealed_beta():
+    stream, _, batches = run_stream(prioritized=True)
+    replay = stream.replay
+    batch = batches[0]
+    assert batch["weights"].dtype == torch.float32 and batch["weights"].shape == (8,)
+    assert batch["weights"].min() > 0 and batch["weights"].max() <= 1
+    # the indices name the transitions the batch holds
+    np.testing.assert_array_equal(batch["actions"], replay.actions[batch["envs"], batch["slots"]])
+    # beta goes from 0.4 at env step 0 to 1 at the 120-step budget
+    assert [b["priority_beta"] for b in batches] == pytest.approx([0.4 + 0.6 * b["env_steps"] / 120 for b in batches])
+    stream.update_priorities(batch["envs"], batch["slots"], torch.full((8,), 2.0))
+    assert replay.priorities[batch["envs"], batch["slots"]].tolist() == pytest.approx([2.000001] * 8)
 
 
 def test_more_updates_than_vector_steps_when_train_every_is_small():

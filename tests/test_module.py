@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mario_rl.augment import shift
-from mario_rl.config import AgentConfig, RunConfig
+from mario_rl.config import AgentConfig, ReplayConfig, RunConfig
+from mario_rl.losses import double_dqn_loss
 from mario_rl.module import DQN, run_dict
 
 
@@ -82,3 +83,44 @@ def test_training_step_feeds_both_nets_the_shifted_stacks(pad, monkeypatch):
     assert torch.equal(seen[0][1], expected_obs)
     assert torch.equal(seen[1][1], expected_next) and torch.equal(seen[2][1], expected_next)
     assert torch.equal(seen[0][1], obs) == (pad == 0)
+
+
+class RecordingStream:
+    """Stands in for the ExperienceStream: no finished episodes, remembers the priorities it gets."""
+
+    def __init__(self):
+        self.finished: list = []
+        self.updates: list[tuple[torch.Tensor, ...]] = []
+
+    def update_priorities(self, envs, slots, td_errors):
+        self.updates.append((envs, slots, td_errors))
+
+
+def test_a_prioritized_batch_weights_the_loss_and_sends_its_td_errors_back():
+    module = DQN(run_dict(RunConfig(replay=ReplayConfig(prioritized=True))))
+    module.trainer = SimpleNamespace(log_every_n_steps=1000, global_step=0)
+    module.stream = RecordingStream()
+    torch.manual_seed(0)
+    batch = {
+        "obs": torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8),
+        "next_obs": torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8),
+        "actions": torch.tensor([0, 1, 2, 3]),
+        "returns": torch.tensor([1.0, -1.0, 0.5, 2.0]),
+        "discounts": torch.full((4,), 0.9),
+        "weights": torch.tensor([1.0, 0.5, 0.25, 0.0]),
+        "envs": torch.tensor([0, 1, 2, 3]),
+        "slots": torch.tensor([5, 6, 7, 8]),
+        "env_steps": 100,
+        "epsilon": 0.5,
+        "priority_beta": 0.5,
+    }
+    loss = module.training_step(batch, 0)
+    with torch.no_grad():
+        q, next_q = module.online(batch["obs"]), module.online(batch["next_obs"])
+        args = (q, batch["actions"], next_q, module.target(batch["next_obs"]), batch["returns"], batch["discounts"])
+        weighted, td_errors = double_dqn_loss(*args, batch["weights"])
+        unweighted, _ = double_dqn_loss(*args)
+    assert loss.item() == pytest.approx(weighted.item()) and weighted.item() != pytest.approx(unweighted.item())
+    [(envs, slots, priorities)] = module.stream.updates
+    assert envs.tolist() == [0, 1, 2, 3] and slots.tolist() == [5, 6, 7, 8]
+    torch.testing.assert_close(priorities, td_errors.abs())

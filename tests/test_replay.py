@@ -182,3 +182,193 @@ def test_load_names_a_truncated_file(tmp_path):
     path.write_bytes(path.read_bytes()[:-7])
     with pytest.raises(ConfigError, match=r"replay file .*frames.npy: corrupt or truncated"):
         make(per_env=10).load(tmp_path / "replay")
+
+
+def two_streams(**kwargs) -> ReplayBuffer:
+    """Two workers, 18 steps each, with terminations at different times, in rings of 12."""
+    buf = ReplayBuffer(2 * 12, 2, (2, 2), 3, 2, 0.5, seed=0, **kwargs)
+    buf.start(np.stack([np.full((2, 2), 1, np.uint8), np.full((2, 2), 100, np.uint8)]))
+    for t in range(2, 20):
+        buf.add(
+            np.array([t % 3, t % 5]),
+            np.array([1.0, 2.0], dtype=np.float32),
+            np.array([t % 7 == 0, t % 4 == 0]),
+            np.zeros(2, dtype=bool),
+            np.stack([np.full((2, 2), t, np.uint8), np.full((2, 2), 100 + t, np.uint8)]),
+            np.stack([np.full((2, 2), 50 + t, np.uint8), np.full((2, 2), 150 + t, np.uint8)]),
+        )
+    return buf
+
+
+def test_uniform_draws_are_those_of_the_buffer_before_prioritized_replay():
+    buf = two_streams()
+    envs, slots = buf.sample_indices(10)
+    # pinned from the code before prioritized replay existed (commit 5d33cf6), same seed
+    assert envs.tolist() == [1, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    assert slots.tolist() == [4, 0, 4, 0, 8, 2, 3, 8, 3, 5]
+    assert set(buf.sample(4)) == {"obs", "actions", "returns", "discounts", "next_obs"}
+
+
+def make_per(per_env=10, stack=3, n_step=1, alpha=1.0, num_envs=1) -> ReplayBuffer:
+    return ReplayBuffer(
+        per_env * num_envs,
+        num_envs,
+        (2, 2),
+        stack,
+        n_step,
+        0.5,
+        seed=0,
+        prioritized=True,
+        priority_alpha=alpha,
+        priority_eps=1e-6,
+    )
+
+
+VALID = np.array([0, 1, 3, 4])  # the transitions of episode_pair
+ENV0 = np.zeros(4, dtype=np.int64)
+
+
+def draw_counts(buf, batches=100, batch_size=32, beta=0.4) -> np.ndarray:
+    """How often each slot of env 0 was drawn over ``batches`` prioritized batches."""
+    slots = np.concatenate([buf.sample_prioritized(batch_size, beta)[1] for _ in range(batches)])
+    return np.bincount(slots, minlength=buf.per_env)
+
+
+def test_new_transitions_get_the_max_priority_and_only_valid_slots_carry_mass():
+    buf = make_per()
+    episode_pair(buf)
+    assert buf.priorities[0, VALID].tolist() == [1.0] * 4  # the max before any TD error
+    # slot 2 is episode A's final frame, slot 5 the newest frame: no transition to draw
+    assert buf.tree.get(np.arange(6)).tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    buf.update_priorities(ENV0, VALID, np.array([0.5, -3.0, 0.2, 0.1]))
+    assert buf.max_priority == pytest.approx(3.000001)
+    step(buf, 1, 1.0, 7)  # a new transition in slot 5
+    assert buf.priorities[0, 5] == pytest.approx(3.000001)
+    assert buf.tree.get(np.array([5])) == pytest.approx(3.000001)
+    assert set(np.flatnonzero(draw_counts(buf))) == {0, 1, 3, 4, 5}
+
+
+def test_draw_frequencies_follow_priority_to_the_alpha():
+    buf = make_per(alpha=0.5)
+    episode_pair(buf)
+    buf.update_priorities(ENV0, VALID, np.array([1.0, 4.0, 9.0, 16.0]))
+    counts = draw_counts(buf, batches=2000)[VALID]
+    # priority^0.5 = 1, 2, 3, 4 of a total of 10. Over 64,000 draws a frequency drawn
+    # independently has a standard deviation of at most sqrt(0.25 / 64,000) = 0.002;
+    # stratified draws vary less. 0.008 is four of those; uniform draws (0.25 each) fail it.
+    np.testing.assert_allclose(counts / counts.sum(), [0.1, 0.2, 0.3, 0.4], atol=0.008)
+
+
+def test_importance_weights_by_hand():
+    buf = make_per(alpha=0.5)
+    episode_pair(buf)
+    buf.update_priorities(ENV0, VALID, np.array([1.0, 4.0, 9.0, 16.0]))
+    # P = 0.1, 0.2, 0.3, 0.4 and N = 4; beta 0.5: (N P)^-beta = 1.5811, 1.1180, 0.9129, 0.7906,
+    # divided by the largest (slot 0, the least likely): 1, 0.7071, 0.5774, 0.5
+    expected = {0: 1.0, 1: 0.70711, 3: 0.57735, 4: 0.5}
+    seen = set()
+    for _ in range(20):
+        _envs, slots, weights = buf.sample_prioritized(4, beta=0.5)
+        assert weights.dtype == np.float32
+        for slot, weight in zip(slots.tolist(), weights.tolist(), strict=True):
+            assert weight == pytest.approx(expected[slot], rel=1e-4)
+            seen.add(slot)
+    assert seen == {0, 1, 3, 4}
+    # beta 0: no correction
+    assert buf.sample_prioritized(4, beta=0.0)[2].tolist() == [1.0] * 4
+
+
+def test_update_priorities_changes_what_is_sampled():
+    buf = make_per(alpha=0.6)
+    episode_pair(buf)
+    before = draw_counts(buf)[VALID]
+    assert before.min() > 0.2 * before.sum()  # equal priorities: about a quarter each
+    buf.update_priorities(ENV0, VALID, np.array([1e-3, 1e-3, 1000.0, 1e-3]))
+    # 1000^0.6 = 63.1 against 3 x 0.016: slot 3 is 99.9% of the mass
+    assert draw_counts(buf)[3] >= 0.95 * 3200
+    buf.update_priorities(ENV0[:1], np.array([3]), np.array([0.0]))  # eps only: 2.5e-4 against 0.016 each
+    assert draw_counts(buf)[3] <= 0.05 * 3200
+
+
+def test_an_update_for_an_overwritten_transition_is_dropped():
+    buf = make_per(per_env=8, stack=2, n_step=1)
+    episode_pair(buf)  # slots 0..5, cursor 6
+    drawn = np.array([0])
+    assert buf._valid(ENV0[:1], drawn)[0]
+    for v in (7, 8, 9):  # the ring wraps: frame 9 overwrites slot 0 before the learner's error comes back
+        step(buf, 0, 1.0, v)
+    buf.update_priorities(ENV0[:1], drawn, np.array([50.0]))
+    assert buf.max_priority == 1.0
+    step(buf, 0, 1.0, 10)  # slot 0 holds a new, valid transition: at the max priority, not 50
+    assert buf._valid(ENV0[:1], drawn)[0]
+    assert (buf.priorities[0, 0], buf.tree.get(drawn)[0]) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize(("stack", "n_step", "num_envs"), [(3, 1, 1), (4, 3, 2), (1, 2, 1), (2, 5, 3)])
+def test_leaves_hold_priority_exactly_on_the_valid_slots(stack, n_step, num_envs):
+    """After every step of a long run through small rings (wraps, episode ends, a restart),
+    each leaf is priority^alpha where the slot may be drawn and 0 elsewhere."""
+    rng = np.random.default_rng(stack * 10 + n_step)
+    per_env = stack + n_step + 4
+    buf = make_per(per_env=per_env, stack=stack, n_step=n_step, alpha=0.7, num_envs=num_envs)
+    envs, slots = np.divmod(np.arange(buf.capacity), per_env)
+
+    def check():
+        valid = buf._valid(envs, slots)
+        expected = np.where(valid, buf.priorities[envs, slots].astype(np.float64) ** 0.7, 0.0)
+        np.testing.assert_array_equal(buf.tree.get(np.arange(buf.capacity)), expected)
+        if valid.any():
+            e, s, _ = buf.sample_prioritized(16, beta=0.4)
+            assert buf._valid(e, s).all()
+
+    frames = np.zeros((num_envs, 2, 2), dtype=np.uint8)
+    buf.start(frames)
+    check()
+    for t in range(200):
+        ended = rng.random(num_envs) < 0.15
+        terminated = ended & (rng.random(num_envs) < 0.5)
+        buf.add(
+            rng.integers(5, size=num_envs),
+            rng.random(num_envs, dtype=np.float32),
+            terminated,
+            ended & ~terminated,
+            frames,
+            frames,
+        )
+        if t % 3 == 0 and buf.tree.total > 0:
+            e, s, _ = buf.sample_prioritized(4, beta=0.4)
+            buf.update_priorities(e, s, rng.normal(size=4) * 5)
+        if t == 100:
+            buf.interrupt()
+            buf.start(frames)
+        check()
+
+
+def test_prioritized_save_load_round_trip_keeps_priorities(tmp_path):
+    buf = make_per(per_env=10, alpha=0.6)
+    episode_pair(buf)
+    buf.update_priorities(ENV0, VALID, np.array([0.5, 7.0, 0.2, 0.1]))
+    step(buf, 1, 1.0, 7)
+    buf.save(tmp_path / "replay")
+    assert (tmp_path / "replay" / "priorities.npy").is_file()
+    other = make_per(per_env=10, alpha=0.6)
+    other.load(tmp_path / "replay")
+    np.testing.assert_array_equal(other.priorities, buf.priorities)
+    np.testing.assert_array_equal(other.tree.sums, buf.tree.sums)
+    assert other.max_priority == buf.max_priority == pytest.approx(7.000001)
+    for a, b in zip(other.sample_prioritized(8, 0.5), buf.sample_prioritized(8, 0.5), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_uniform_save_loads_into_a_prioritized_buffer_at_the_max_priority(tmp_path):
+    uniform = make(per_env=10)
+    episode_pair(uniform)
+    uniform.save(tmp_path / "replay")
+    buf = make_per(per_env=10)
+    buf.load(tmp_path / "replay")
+    assert buf.tree.get(np.arange(6)).tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+
+
+def test_prioritized_bytes_count_the_priorities_and_the_trees():
+    # 7,065 bytes + a float32 priority per slot, and two float64 trees of 2 x 131,072 nodes
+    assert replay_nbytes(100_000, (84, 84), prioritized=True) == 100_000 * 7_069 + 4 * 131_072 * 8

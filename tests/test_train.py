@@ -1,5 +1,7 @@
 """A real training run through the Hydra config: emulator, replay, Lightning, TensorBoard."""
 
+import numpy as np
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -56,3 +58,21 @@ def test_metrics_written_every_n_updates_are_placed_at_env_steps(tmp_path, tiny_
         assert abs(point.step - (64 + 4 * (point.value - 1))) <= 2
     # metrics logged on other updates (the throughput callback's) land on the same env-step points
     assert {e.step for e in events.Scalars("time/env_steps_per_s")} <= {e.step for e in updates}
+
+
+def test_prioritized_run_leaves_a_checkpoint_its_priorities_and_the_beta_curve(tmp_path, tiny_overrides):
+    cfg = compose_train([*tiny_overrides, "env.max_episode_steps=60", "replay.prioritized=true"], tmp_path)
+    train(cfg)
+    ckpts = tmp_path / "checkpoints"
+    last = torch.load(ckpts / "last.ckpt", weights_only=False)
+    assert last["stream"]["env_steps"] == 400 and last["hyper_parameters"]["run"]["replay"]["prioritized"] is True
+    # 85 updates of 32 draws each gave most of the ~400 stored transitions a TD error of their own
+    stored = np.load(ckpts / "replay" / "has_action.npy")
+    priorities = np.load(ckpts / "replay" / "priorities.npy")
+    assert (priorities[stored] != 1.0).mean() > 0.5
+    events = EventAccumulator(str(next((tmp_path / "tensorboard").glob("events.*"))))
+    events.Reload()
+    beta = events.Scalars("replay/priority_beta")
+    # 0.4 at env step 0, linear to 1 at the 400-step budget
+    assert [p.value for p in beta] == pytest.approx([0.4 + 0.6 * p.step / 400 for p in beta])
+    assert 380 <= beta[-1].step <= 400
