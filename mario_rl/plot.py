@@ -1,6 +1,7 @@
 """Learning curves from TensorBoard event files: one run, or the mean and spread of every run of a sweep.
 
     python -m mario_rl.plot outputs/multirun/<date>/<time>/ --metric rollout/x_pos [--out curves.png]
+    python -m mario_rl.plot RUN_A RUN_B --label default --label seed_notebook --metric eval/x_pos_mean
 
 The event files' step is the env step (module.py logs it as Lightning's "step"), so runs with
 different numbers of workers or update rates line up on the axis that compares them.
@@ -83,41 +84,54 @@ def curves(root: Path, metric: str) -> Curves:
     return Curves(runs, steps, mean, std, count)
 
 
-def plot(root: Path, metric: str, out: Path) -> Curves:
-    """Draw each run faintly, the mean boldly and mean +- std shaded, to a PNG at ``out``."""
-    data = curves(root, metric)
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+def plot(roots: list[Path], metric: str, out: Path, labels: list[str] | None = None) -> dict[str, Curves]:
+    """Draw each root's runs faintly, their mean boldly and mean +- std shaded, one colour per
+    root, to a PNG at ``out``: one root is a run or a sweep, several are configs side by side."""
+    labels = labels or [root.name for root in roots]
+    if len(labels) != len(roots):
+        raise PlotError(f"{len(labels)} --label for {len(roots)} run dirs; give one per dir or none")
+    groups = {label: curves(root, metric) for label, root in zip(labels, roots, strict=True)}
     fig = Figure(figsize=(8, 4.5), dpi=120)
     ax = fig.add_subplot()
-    for steps, values in data.runs.values():
-        ax.plot(steps, values, color="tab:blue", alpha=0.25, linewidth=0.8)
-    n = len(data.runs)
-    ax.plot(data.steps, data.mean, color="tab:blue", linewidth=2, label=f"mean of {n} run{'s' * (n > 1)}")
-    if n > 1:
-        ax.fill_between(
-            data.steps, data.mean - data.std, data.mean + data.std, color="tab:blue", alpha=0.2, label="± 1 std"
-        )
-    ax.set(xlabel="env steps", ylabel=metric, title=f"{metric}: {root}")
+    for (label, data), color in zip(groups.items(), COLORS * len(groups), strict=False):
+        for steps, values in data.runs.values():
+            ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
+        n = len(data.runs)
+        runs = f"{n} run{'s' * (n > 1)}"
+        ax.plot(data.steps, data.mean, color=color, linewidth=2, label=f"{label}: mean of {runs}" if n > 1 else label)
+        if n > 1:
+            ax.fill_between(data.steps, data.mean - data.std, data.mean + data.std, color=color, alpha=0.2)
+    title = f"{metric}: {roots[0]}" if len(roots) == 1 else metric
+    ax.set(xlabel="env steps", ylabel=metric, title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
-    return data
+    return groups
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mario_rl.plot", description=__doc__.splitlines()[0])
-    parser.add_argument("root", type=Path, help="a run dir, or a multirun dir holding many runs")
+    parser.add_argument("roots", type=Path, nargs="+", help="run dirs or multirun dirs; several are drawn side by side")
     parser.add_argument("--metric", default="rollout/x_pos", help="a scalar tag (default: rollout/x_pos)")
-    parser.add_argument("--out", type=Path, help="the PNG to write (default: <root>/<metric>.png)")
+    parser.add_argument("--label", action="append", help="legend name of each dir, in order (default: its name)")
+    parser.add_argument("--out", type=Path, help="the PNG to write (default: <first dir>/<metric>.png)")
     args = parser.parse_args(argv)
-    out = args.out or args.root / f"{args.metric.replace('/', '_')}.png"
+    out = args.out or args.roots[0] / f"{args.metric.replace('/', '_')}.png"
     try:
-        data = plot(args.root, args.metric, out)
+        groups = plot(args.roots, args.metric, out, args.label)
     except PlotError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    print(f"wrote {out}: {args.metric} of {len(data.runs)} run(s), env steps {data.steps[0]:.0f}..{data.steps[-1]:.0f}")
+    drawn = "; ".join(
+        f"{label}: {len(data.runs)} run(s), env steps {data.steps[0]:.0f}..{data.steps[-1]:.0f}"
+        for label, data in groups.items()
+    )
+    print(f"wrote {out}: {args.metric} of {drawn}")
 
 
 if __name__ == "__main__":

@@ -53,10 +53,29 @@ def test_a_resumed_run_keeps_the_later_point_of_a_step(tmp_path):
 def test_main_writes_a_png_that_opens(sweep, capsys):
     main([str(sweep), "--metric", "rollout/x_pos"])
     out = sweep / "rollout_x_pos.png"
-    assert capsys.readouterr().out.startswith(f"wrote {out}: rollout/x_pos of 2 run(s), env steps 0..300")
+    name = sweep.name
+    assert capsys.readouterr().out == f"wrote {out}: rollout/x_pos of {name}: 2 run(s), env steps 0..300\n"
     with Image.open(out) as png:
         assert png.format == "PNG" and png.size == (960, 540)
         assert np.asarray(png.convert("L")).std() > 10  # something is drawn
+
+
+def test_several_dirs_are_drawn_side_by_side_in_their_own_colours(sweep, tmp_path, capsys):
+    write_run(tmp_path / "other" / "tensorboard", {0: 5.0, 300: 6.0})
+    out = tmp_path / "side.png"
+    main([str(sweep / "0"), str(tmp_path / "other"), "--label", "a", "--label", "b", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert printed == f"wrote {out}: rollout/x_pos of a: 1 run(s), env steps 0..200; b: 1 run(s), env steps 0..300\n"
+    with Image.open(out) as png:
+        pixels = np.asarray(png.convert("RGB")).reshape(-1, 3).astype(int)
+    for rgb in ((31, 119, 180), (255, 127, 14)):  # matplotlib's tab:blue and tab:orange
+        assert (np.abs(pixels - rgb).sum(axis=1) < 30).sum() > 200
+
+
+def test_one_label_per_dir(sweep, capsys):
+    with pytest.raises(SystemExit):
+        main([str(sweep / "0"), str(sweep / "1"), "--label", "a"])
+    assert capsys.readouterr().err == "error: 1 --label for 2 run dirs; give one per dir or none\n"
 
 
 def test_curves_of_a_real_training_run(trained_run, tmp_path):
