@@ -14,9 +14,7 @@ import torch.nn.functional as F
 
 def shift(obs: torch.Tensor, pad: int, offsets: torch.Tensor) -> torch.Tensor:
     """Crops of the border-padded stacks: ``offsets[i] = (dy, dx)`` in [0, 2 * pad] picks the
-    window of stack i, so (pad, pad) returns it unchanged.
-
-    """
+    window of stack i, so (pad, pad) returns it unchanged."""
     height, width = obs.shape[-2:]
     padded = F.pad(obs, (pad, pad, pad, pad), mode="replicate")
     return torch.stack([padded[i, ..., y : y + height, x : x + width] for i, (y, x) in enumerate(offsets.tolist())])

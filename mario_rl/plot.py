@@ -10,6 +10,7 @@ different numbers of workers or update rates line up on the axis that compares t
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,7 @@ def plot(roots: list[Path], metric: str, out: Path, labels: list[str] | None = N
     groups = {label: curves(root, metric) for label, root in zip(labels, roots, strict=True)}
     fig = Figure(figsize=(8, 4.5), dpi=120)
     ax = fig.add_subplot()
-    for (label, data), color in zip(groups.items(), COLORS * len(groups), strict=False):
+    for (label, data), color in zip(groups.items(), itertools.cycle(COLORS)):
         for steps, values in data.runs.values():
             ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
         n = len(data.runs)

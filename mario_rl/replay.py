@@ -134,8 +134,12 @@ class ReplayBuffer:
     def _set_leaves(self, envs: np.ndarray, slots: np.ndarray) -> None:
         """Leaves of (env, slot): priority^alpha where the slot is valid, else 0."""
         valid = self._valid(envs, slots)
-        mass = np.where(valid, self.priorities[envs, slots].astype(np.float64) ** self.priority_alpha, 0.0)
+        mass = np.where(valid, self._mass(self.priorities[envs, slots]), 0.0)
         self.tree.set(envs * self.per_env + slots, mass)
+
+    def _mass(self, priorities: np.ndarray) -> np.ndarray:
+        """A tree leaf's value for a priority: priority^alpha, in float64 like the tree."""
+        return priorities.astype(np.float64) ** self.priority_alpha
 
     def _refresh_leaves(self, envs: np.ndarray) -> None:
         """Re-check the slots whose validity a one-slot cursor move in ``envs`` can change.
@@ -282,7 +286,7 @@ class ReplayBuffer:
         envs, slots = envs[keep], slots[keep]
         priorities = np.abs(td_errors[keep]).astype(np.float32) + np.float32(self.priority_eps)
         self.priorities[envs, slots] = priorities
-        self.tree.set(envs * self.per_env + slots, priorities.astype(np.float64) ** self.priority_alpha)
+        self.tree.set(envs * self.per_env + slots, self._mass(priorities))
         if priorities.size:
             self.max_priority = max(self.max_priority, float(priorities.max()))
 
