@@ -26,29 +26,53 @@ RUN = [
 
 
 def start(out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "train.py", *RUN, f"hydra.run.dir={out}", *extra],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: the kill reaches the env workers too
-    )
+    """train.py in its own process group, its output in ``out/stdout.log``.
+
+    A file, not a pipe: a pipe's reader waits for every process holding it (forkserver, env
+    workers), so a leftover worker would look like a hang of train.py itself.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "stdout.log", "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "train.py", *RUN, f"hydra.run.dir={out}", *extra],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the kill reaches the env workers too
+        )
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+def output(out: Path) -> str:
+    return (out / "stdout.log").read_text()[-3000:]
+
+
+def wait_for(path: Path, proc: subprocess.Popen, out: Path, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while not path.exists():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline, f"{path} never appeared"
+        assert proc.poll() is None, output(out)
+        assert time.time() < deadline, f"{path} never appeared\n{output(out)}"
         time.sleep(0.2)
+
+
+def group_members(pgid: int) -> list[str]:
+    """Command lines of the live (not zombie) processes in process group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # exited while we looked
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(cmdline.replace(b"\0", b" ").decode(errors="replace")[:200])
+    return members
 
 
 @pytest.mark.slow
 def test_sigkill_mid_run_resumes_from_the_last_checkpoint_and_reaches_the_budget(tmp_path):
     proc = start(tmp_path)
     last = tmp_path / "checkpoints" / "last.ckpt"
-    wait_for(last, proc)
+    wait_for(last, proc, tmp_path)
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -80,13 +104,24 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint_and_reaches_the_budget
 def test_sigterm_and_sigint_save_a_checkpoint_before_exiting(tmp_path, sig):
     # no periodic checkpoint and a long budget: only the signal can write last.ckpt
     proc = start(tmp_path, "checkpoint_every=100000", "env_steps=100000")
-    wait_for(tmp_path / "tensorboard", proc)
+    wait_for(tmp_path / "tensorboard", proc, tmp_path)
     time.sleep(6.0)
     os.kill(proc.pid, sig)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0, out[-3000:]
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"train.py still running 120 s after {sig.name}:\n{output(tmp_path)}")
+    assert proc.returncode != 0, output(tmp_path)
     saved = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert 64 < saved["stream"]["env_steps"] < 100000
+    # and it leaves nothing behind: the env workers and the forkserver are gone with it
+    deadline = time.time() + 30
+    while (left := group_members(proc.pid)) and time.time() < deadline:
+        time.sleep(0.5)
+    if left:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not left, f"left running after {sig.name}: {left}\n{output(tmp_path)}"
 
 
 class KillWorkerAt(pl.Callback):
