@@ -1,8 +1,9 @@
 """Gradient updates/s of the learner alone, by precision, Adam kernel and Q head, side by side.
 
     python benchmarks/learner.py               # ~2 minutes; prints one JSON line
+    python benchmarks/learner.py --threads 2   # as train.py's default torch_threads
 
-One thread, batch 32, a full Double-DQN update (three forwards, SmoothL1, backward, norm
+One thread unless told (``--threads``), batch 32, a full Double-DQN update (three forwards, SmoothL1, backward, norm
 clip, Adam step) on random uint8 stacks. The variants run in turn, ``--rounds`` times each,
 interleaved, so a neighbour's load hits them alike; the figure is the best round of each.
 ``default`` is what train.py picks on this CPU (mario_rl.config.auto_precision).
@@ -27,9 +28,11 @@ from mario_rl.module import adam_kernel  # noqa: E402
 from mario_rl.nets import NatureCNN  # noqa: E402
 
 
-def updates_per_s(seconds: float, precision: str, fused_adam: bool | None = None, dueling: bool | None = None) -> float:
+def updates_per_s(
+    seconds: float, threads: int, precision: str, fused_adam: bool | None = None, dueling: bool | None = None
+) -> float:
     """Updates/s of batch 32 for one learner variant; None means the default config's choice."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     agent = AgentConfig()
     dueling = agent.dueling if dueling is None else dueling
     kernel = adam_kernel(precision) if fused_adam is None else {"fused": fused_adam, "foreach": not fused_adam}
@@ -72,12 +75,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="length of one round of one variant")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the learner")
     args = parser.parse_args()
     best = dict.fromkeys(VARIANTS, 0.0)
     for _ in range(args.rounds):
         for name, variant in VARIANTS.items():
-            best[name] = max(best[name], updates_per_s(args.seconds, **variant))
+            best[name] = max(best[name], updates_per_s(args.seconds, args.threads, **variant))
     figures = {f"{name}_updates_per_s": round(rate, 2) for name, rate in best.items()}
+    figures["threads"] = args.threads
     figures["default_precision"] = VARIANTS["default"]["precision"]
     figures["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     print(json.dumps(figures))
