@@ -3,8 +3,8 @@
     python benchmarks/learner.py               # ~2 minutes; prints one JSON line
     python benchmarks/learner.py --threads 2   # as train.py's default torch_threads
 
-One thread unless told (``--threads``), batch 32, a full Double-DQN update (three forwards, SmoothL1, backward, norm
-clip, Adam step) on random uint8 stacks. The variants run in turn, ``--rounds`` times each,
+One thread unless told (``--threads``), batch 32, a full Double-DQN update (three forwards,
+SmoothL1, backward, norm clip, Adam step) on random uint8 stacks. The variants run in turn, ``--rounds`` times each,
 interleaved, so a neighbour's load hits them alike; the figure is the best round of each.
 ``default`` is what train.py picks on this CPU (mario_rl.config.auto_precision).
 """
