@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -76,17 +77,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the env-only and learner-only phases")
     parser.add_argument("--notebook-steps", type=int, default=1500, help="env steps of the notebook's loop")
     parser.add_argument("--train-steps", type=int, default=6000, help="env steps of each training run after warm-up")
+    parser.add_argument("--warmup", type=int, default=2000, help="env steps of the default run before its first update")
     args = parser.parse_args()
 
     figures: dict[str, float] = replay_figures()
     figures["env_only_steps_per_s"] = env_only(args.seconds)
-    figures["learner_only_updates_per_s"] = learner.updates_per_s(args.seconds, auto_precision("cpu"))
+    threads = OmegaConf.load(ROOT / "conf" / "train.yaml").torch_threads  # as train.py runs it
+    figures["learner_only_updates_per_s"] = learner.updates_per_s(args.seconds, threads, auto_precision("cpu"))
     notebook = notebook_loop.run(args.notebook_steps)
     figures["notebook_steps_per_s"] = notebook["steps_per_s"]
     figures["notebook_bytes_per_transition"] = notebook["bytes_per_transition"]
     figures["notebook_peak_rss_mb"] = peak_rss_mb()
-    warmup = 2000
-    default = train_run([f"agent.learning_starts={warmup}", f"env_steps={warmup + args.train_steps}"])
+    default = train_run([f"agent.learning_starts={args.warmup}", f"env_steps={args.warmup + args.train_steps}"])
     figures["train_steps_per_s_default"] = default["env_steps_per_s"]
     figures["train_updates_per_s_default"] = default["updates_per_s"]
     figures["peak_rss_mb"] = default["peak_rss_mb"]

@@ -1,0 +1,44 @@
+"""The benchmark scripts run end to end and print the figures the docs quote.
+
+Their numbers are measurements, not assertions: only what is exact (the replay's bytes per
+transition) and what the script derives (the ratios) is checked here.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_throughput_script_prints_every_figure_of_issue_2():
+    cmd = [
+        sys.executable,
+        "benchmarks/throughput.py",
+        "--seconds=1",
+        "--notebook-steps=140",
+        "--warmup=64",
+        "--train-steps=192",  # seed_notebook runs a third of it: past its 32-step warm-up
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    # one uint8 84x84 frame (7,056) + uint8 action + float32 reward + 4 bool flags
+    assert figures["bytes_per_transition"] == 7056 + 1 + 4 + 4
+    # the notebook keeps two float32 4x84x84 stacks per transition, plus its scalars
+    assert figures["notebook_bytes_per_transition"] >= 2 * 4 * 84 * 84 * 4
+    for key in ("env_only_steps_per_s", "learner_only_updates_per_s", "notebook_steps_per_s", "peak_rss_mb"):
+        assert figures[key] > 0, key
+    for run in ("default", "seed_notebook"):
+        ratio = figures[f"train_steps_per_s_{run}"] / figures["notebook_steps_per_s"]
+        assert figures[f"speedup_{run}"] == pytest.approx(ratio, abs=2e-3), run
+
+
+def test_learner_benchmark_measures_each_variant_with_the_threads_asked():
+    from benchmarks import learner
+
+    assert learner.updates_per_s(0.2, 1, "32-true") > 0
+    assert learner.updates_per_s(0.2, 1, "32-true", fused_adam=False, dueling=False) > 0
