@@ -95,7 +95,7 @@ class ReplayConfig:
     capacity: int = 100_000
     save: bool = True
     max_ram_fraction: float = 0.8
-    prioritized: bool = False
+    prioritized: bool = True
     priority_alpha: float = 0.6
     priority_beta_start: float = 0.4
     priority_eps: float = 1e-6

@@ -12,7 +12,7 @@ def test_defaults_validate(tmp_path):
     assert (run.env.level, run.env.num_envs, run.agent.train_every, run.env_steps) == ("1-1", 4, 4, 1_000_000)
     replay = run.replay
     assert (replay.prioritized, replay.priority_alpha, replay.priority_beta_start, replay.priority_eps) == (
-        False,
+        True,
         0.6,
         0.4,
         1e-6,
