@@ -4,6 +4,7 @@ Their numbers are measurements, not assertions: only what is exact (the replay's
 transition) and what the script derives (the ratios) is checked here.
 """
 
+import argparse
 import json
 import subprocess
 import sys
@@ -42,3 +43,16 @@ def test_learner_benchmark_measures_each_variant_with_the_threads_asked():
 
     assert learner.updates_per_s(0.2, 1, "32-true") > 0
     assert learner.updates_per_s(0.2, 1, "32-true", fused_adam=False, dueling=False) > 0
+
+
+def test_train_variants_reads_a_name_and_its_overrides():
+    from benchmarks.train_variants import parse_variant
+
+    assert parse_variant("base=") == ("base", [])
+    assert parse_variant("plain=agent.dueling=false,torch_threads=1") == (
+        "plain",
+        ["agent.dueling=false", "torch_threads=1"],
+    )
+    for bad in ("plain", "=agent.dueling=false"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"a variant is name=override\[,override\.\.\.\], got"):
+            parse_variant(bad)
