@@ -64,6 +64,11 @@ def env_only(seconds: float) -> float:
     return rate
 
 
+def warm_budget(warmup: int, train_steps: int) -> list[str]:
+    """Overrides for a run that plays ``warmup`` env steps before its first update, then ``train_steps`` more."""
+    return [f"agent.learning_starts={warmup}", f"env_steps={warmup + train_steps}"]
+
+
 def train_run(overrides: list[str]) -> dict[str, float]:
     """A real `python train.py` run; returns its throughput.json."""
     with tempfile.TemporaryDirectory() as out:
@@ -88,7 +93,7 @@ def main() -> None:
     figures["notebook_steps_per_s"] = notebook["steps_per_s"]
     figures["notebook_bytes_per_transition"] = notebook["bytes_per_transition"]
     figures["notebook_peak_rss_mb"] = peak_rss_mb()
-    default = train_run([f"agent.learning_starts={args.warmup}", f"env_steps={args.warmup + args.train_steps}"])
+    default = train_run(warm_budget(args.warmup, args.train_steps))
     figures["train_steps_per_s_default"] = default["env_steps_per_s"]
     figures["train_updates_per_s_default"] = default["updates_per_s"]
     figures["peak_rss_mb"] = default["peak_rss_mb"]

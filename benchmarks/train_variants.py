@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.throughput import train_run  # noqa: E402
+from benchmarks.throughput import train_run, warm_budget  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2000, help="env steps before the first update")
     parser.add_argument("--train-steps", type=int, default=4000, help="env steps of each run after warm-up")
     args = parser.parse_args()
-    budget = [f"agent.learning_starts={args.warmup}", f"env_steps={args.warmup + args.train_steps}"]
+    budget = warm_budget(args.warmup, args.train_steps)
     for round_ in range(args.rounds):
         for name, overrides in args.variants:
             figures = train_run([*budget, *overrides])

@@ -39,10 +39,17 @@ def test_throughput_script_prints_every_figure_of_issue_2():
 
 
 def test_learner_benchmark_measures_each_variant_with_the_threads_asked():
+    import torch
+
     from benchmarks import learner
 
-    assert learner.updates_per_s(0.2, 1, "32-true") > 0
+    try:
+        assert learner.updates_per_s(0.2, 2, "32-true") > 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)  # as tests/conftest.py sets it for the rest of the suite
     assert learner.updates_per_s(0.2, 1, "32-true", fused_adam=False, dueling=False) > 0
+    assert torch.get_num_threads() == 1
 
 
 def test_train_variants_reads_a_name_and_its_overrides():
