@@ -1,6 +1,6 @@
 """From a level name to the uint8 frames the agent sees.
 
-Per worker: gym-super-mario-bros level -> [classic reward] -> JoypadSpace(actions) [-> frame tap]
+Per worker: gym-super-mario-bros level -> [classic reward] -> [jump release] -> JoypadSpace(actions) [-> frame tap]
 -> skip + max-pool over gray frames -> resize to 84 [-> crop] -> [time limits] -> frame stack.
 Workers run in a Gymnasium vector env; observations stay uint8 until the network.
 """
@@ -34,6 +34,11 @@ ACTION_SETS: dict[str, list[list[str]]] = {
 INFO_KEYS = ("x_pos", "flag_get", "time", "life", "world", "stage")
 
 CLASSIC_REWARD_CLIP = 15.0
+
+# NES controller bit of the A (jump) button, as nes-py's JoypadSpace encodes it.
+BUTTON_A = 0b00000001
+# SMB RAM: Mario's float state, 0 while he stands or walks on the ground, 1-3 in the air.
+RAM_FLOAT_STATE = 0x001D
 
 # Receives every NES frame (240x256x3 uint8, nes-py's shared screen buffer: copy to keep it),
 # that frame's reward and the emulator's full info dict.
@@ -75,6 +80,37 @@ class ClassicReward(gym.Wrapper):
         reward = dx + parts["time"] + parts["death"]
         info["package_reward"] = package_reward
         return obs, float(np.clip(reward, -CLASSIC_REWARD_CLIP, CLASSIC_REWARD_CLIP)), terminated, truncated, info
+
+
+class JumpRelease(gym.Wrapper):
+    """Let go of A for one frame when Mario has stood on the ground with A held for two frames.
+
+    The game starts a jump only on a fresh press of A. An agent that picks a jump action on
+    consecutive steps holds A through the landing and cannot jump again until it picks an
+    action without A, and its frames do not show that A is held: the 2026-11-25 agent stood
+    pinned against a pipe for 20 steps choosing right+A+B. In the air nothing changes, so a
+    held A still makes the high jump. Two frames, not one, because the float state turns
+    from ground to air one frame after the press that starts a jump. Sits between the raw
+    env and JoypadSpace, on controller bytes, once per NES frame.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._ram = env.unwrapped.ram
+        self._held_on_ground = 0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        self._held_on_ground = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        buttons = int(action)
+        if self._held_on_ground >= 2:
+            buttons &= ~BUTTON_A
+        result = self.env.step(buttons)
+        held = buttons & BUTTON_A and self._ram[RAM_FLOAT_STATE] == 0
+        self._held_on_ground = self._held_on_ground + 1 if held else 0
+        return result
 
 
 class SkipMaxGray(gym.Wrapper):
@@ -222,6 +258,8 @@ def make_env(
     env = gym_super_mario_bros.make(env_id(cfg.game, level or cfg.level), render_mode=render_mode)
     if cfg.reward == "classic":
         env = ClassicReward(env)
+    if cfg.release_jump:
+        env = JumpRelease(env)
     env = JoypadSpace(env, ACTION_SETS[cfg.actions])
     if frame_sink is not None:
         env = FrameTap(env, frame_sink)

@@ -43,6 +43,7 @@ def test_seed_notebook_resolves_to_the_notebooks_values(tmp_path):
         1,
     )
     assert run.env.reward == "classic"  # the 7.x package the notebook ran
+    assert run.env.release_jump is False  # its agent held A through landings like ours did
     assert (run.env.max_episode_steps, run.env.stuck_patience) == (None, None)  # episodes end on death or flag
     assert cfg.trainer.gradient_clip_val is None  # the notebook did not clip
 

@@ -1,3 +1,4 @@
+import itertools
 from typing import Any
 
 import gymnasium as gym
@@ -8,6 +9,7 @@ from mario_rl.config import EnvConfig
 from mario_rl.envs import (
     ClassicReward,
     FrameTap,
+    JumpRelease,
     NoProgressTimeout,
     ResizeCrop,
     SkipMaxGray,
@@ -112,6 +114,66 @@ def test_no_progress_timeout_truncates_a_stuck_mario():
     env.reset()
     flags = [env.step(0)[3] for _ in range(5)]
     assert flags == [False, False, False, False, True]
+
+
+class ScriptedRam(gym.Env):
+    """Records the controller byte of each frame; Mario's float state after frame t is ``states[t]``."""
+
+    observation_space = gym.spaces.Box(0, 255, (240, 256, 3), np.uint8)
+    action_space = gym.spaces.Discrete(256)
+
+    def __init__(self, states: list[int]):
+        self.states = states
+        self.ram = np.zeros(2048, np.uint8)
+        self.sent: list[int] = []
+
+    def reset(self, *, seed=None, options=None):
+        self.sent = []
+        return np.zeros((240, 256, 3), np.uint8), {}
+
+    def step(self, action):
+        self.ram[0x001D] = self.states[len(self.sent)]
+        self.sent.append(action)
+        return np.zeros((240, 256, 3), np.uint8), 0.0, False, False, {}
+
+
+def test_jump_release_lets_go_of_a_after_two_grounded_frames_only():
+    # take-off (air one frame after the press), 2 frames in the air, landing, then standing
+    nes = ScriptedRam([0, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0])
+    env = JumpRelease(nes)
+    env.reset()
+    for action in [0b10000001] * 8 + [0b10000000, 0b10000001, 0b10000011]:
+        env.step(action)
+    # frame 6 (index 5): A held on the ground after frames 4 and 5 -> sent without A, right kept;
+    # frame 7 presses again; frame 9 has no A to drop; frames 10-11 are a fresh press (B kept)
+    assert nes.sent == [0b10000001] * 5 + [0b10000000] + [0b10000001] * 2 + [0b10000000, 0b10000001, 0b10000011]
+    env.reset()
+    env.step(0b10000001)
+    assert nes.sent == [0b10000001]  # reset forgets the grounded frames
+
+
+def mario_heights(release_jump: bool, steps: int) -> list[int]:
+    """Mario's height after each agent step of holding right+A from a standstill, on the real 1-1."""
+    env = make_env(EnvConfig(release_jump=release_jump, stuck_patience=None))
+    env.reset(seed=0)
+    heights = []
+    for _ in range(steps):
+        _, _, terminated, _, _ = env.step(2)  # right_only: right + A
+        assert not terminated
+        heights.append(env.unwrapped._y_position)
+    env.close()
+    return heights
+
+
+def test_jump_release_makes_a_held_jump_action_jump_again_on_the_real_emulator():
+    held, released = mario_heights(False, 30), mario_heights(True, 30)
+    take_offs = [sum(1 for a, b in itertools.pairwise(h) if a == 79 and b > 79) for h in (held, released)]
+    # 79 is standing on the ground of 1-1. Held A jumps once (the first step leaves the ground)
+    assert held[0] > 79 and take_offs[0] == 0 and max(held[12:]) == 79
+    assert take_offs[1] >= 2
+    # in the air nothing changes: the first jump is the same high jump, step by step
+    first_landing = held.index(79)
+    assert released[:first_landing] == held[:first_landing] and max(held) == max(released[:first_landing])
 
 
 def test_real_emulator_observations_are_uint8_stacks():
