@@ -67,7 +67,7 @@ class EnvConfig:
     crop: bool = False
     max_episode_steps: int | None = None
     stuck_patience: int | None = 150
-    release_jump: bool = False
+    release_jump: bool = True
     num_envs: int = 4
     vector: str = "async"
 

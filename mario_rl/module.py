@@ -33,8 +33,15 @@ log = logging.getLogger(__name__)
 
 
 def run_config_from(hparams: dict[str, Any]) -> RunConfig:
-    """Rebuild the typed RunConfig saved in a checkpoint's hyperparameters."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), hparams["run"]))  # type: ignore[return-value]
+    """Rebuild the typed RunConfig saved in a checkpoint's hyperparameters.
+
+    A file saved before ``env.release_jump`` existed was trained on the raw pad, so it gets
+    ``false``, not today's default: its agent then plays as it learned.
+    """
+    run = OmegaConf.merge(OmegaConf.structured(RunConfig), hparams["run"])
+    if "release_jump" not in hparams["run"].get("env", {}):
+        run.env.release_jump = False
+    return OmegaConf.to_object(run)  # type: ignore[return-value]
 
 
 class DQN(pl.LightningModule):

@@ -6,7 +6,7 @@ import torch
 from mario_rl.augment import shift
 from mario_rl.config import AgentConfig, ReplayConfig, RunConfig
 from mario_rl.losses import double_dqn_loss
-from mario_rl.module import DQN, run_dict
+from mario_rl.module import DQN, run_config_from, run_dict
 
 
 def make_module(target_sync: int) -> DQN:
@@ -124,3 +124,12 @@ def test_a_prioritized_batch_weights_the_loss_and_sends_its_td_errors_back():
     [(envs, slots, priorities)] = module.stream.updates
     assert envs.tolist() == [0, 1, 2, 3] and slots.tolist() == [5, 6, 7, 8]
     torch.testing.assert_close(priorities, td_errors.abs())
+
+
+def test_a_checkpoint_from_before_jump_release_plays_on_the_raw_pad():
+    saved = run_dict(RunConfig())
+    assert run_config_from({"run": saved}).env.release_jump is True  # today's default, as saved
+    del saved["env"]["release_jump"]
+    assert run_config_from({"run": saved}).env.release_jump is False
+    saved["env"]["release_jump"] = False
+    assert run_config_from({"run": saved}).env.release_jump is False
