@@ -46,8 +46,10 @@ def test_a_finished_run_resumes_to_a_larger_budget_in_its_own_dir(finished_run, 
         first["recent_episodes"]
         and last["recent_episodes"][: len(first["recent_episodes"])] == first["recent_episodes"]
     )
-    # the replay came back and grew by the 80 new steps (2 workers x 40 slots each)
-    assert sum(last["replay_written"]) == sum(first["replay_written"]) + 80 + 2  # + 2 reset frames after resume
+    # the replay came back and grew by the 80 new steps (2 workers x 40 slots each), the 2
+    # reset frames of the resume, and one reset frame per episode that ended after it
+    ended = last["stream"]["episodes"] - first["stream"]["episodes"]
+    assert sum(last["replay_written"]) == sum(first["replay_written"]) + 80 + 2 + ended
     assert len(list((finished_run / "tensorboard").glob("events.*"))) == 2  # one file per process, one dir
     # The resume's periodic save went to last.ckpt, which ckpt_path=last reads, not to a
     # last-v1.ckpt beside it (Lightning's version counter, for a file saved by save_last).
