@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -37,13 +38,16 @@ def last_ckpt(trained_run: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def two_levels(last_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def two_levels(last_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, float]:
+    """The output dir, the results, and the wall-clock seconds the whole evaluation took."""
     out = tmp_path_factory.mktemp("eval")
-    return out, run_evaluate(last_ckpt, out, "episodes=3", "env.levels=[1-1,1-2]", "video=true", "seed=7")
+    start = time.perf_counter()
+    results = run_evaluate(last_ckpt, out, "episodes=3", "env.levels=[1-1,1-2]", "video=true", "seed=7")
+    return out, results, time.perf_counter() - start
 
 
 def test_the_table_is_computed_from_the_episodes_played(two_levels):
-    out, results = two_levels
+    out, results, seconds = two_levels
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["summary"] == results["summary"] and [r["level"] for r in on_disk["summary"]] == ["1-1", "1-2"]
     for row in on_disk["summary"]:
@@ -59,7 +63,8 @@ def test_the_table_is_computed_from_the_episodes_played(two_levels):
         assert row["return_median"] == sorted(returns)[1]
         assert row["x_pos_mean"] == pytest.approx(sum(xs) / 3) and row["x_pos_max"] == max(xs)
         assert row["clear_rate"] == 0.0 and row["length_mean"] == pytest.approx(sum(r["length"] for r in played) / 3)
-        assert 10 < row["steps_per_s"] < 5_000
+        # a level's steps over the seconds it played: no slower than over the whole evaluation's
+        assert sum(r["length"] for r in played) / seconds <= row["steps_per_s"] < math.inf
     with (out / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [(r["level"], float(r["x_pos_mean"])) for r in rows] == [
@@ -74,7 +79,7 @@ def test_the_table_is_computed_from_the_episodes_played(two_levels):
 
 
 def test_an_episode_is_played_again_from_its_recorded_seed(two_levels, last_ckpt, tmp_path):
-    _, results = two_levels
+    _, results, _ = two_levels
     again = run_evaluate(last_ckpt, tmp_path, "episodes=1", "env.level=1-2", "seed=8")
     original = next(r for r in results["records"] if r["level"] == "1-2" and r["seed"] == 8)
     assert again["records"][0] | {"episode": 1} == original
@@ -91,7 +96,7 @@ def gif_durations(path: Path) -> list[int]:
 
 
 def test_gif_videos_of_the_first_and_best_episode_play_at_the_game_pace(two_levels):
-    out, results = two_levels
+    out, results, _ = two_levels
     for level in ("1-1", "1-2"):
         videos = [v for v in results["videos"] if v["level"] == level]
         assert sorted(role for v in videos for role in v["roles"]) == ["best", "first"] and videos[0]["episode"] == 0
@@ -122,7 +127,7 @@ def test_mp4_holds_every_nes_frame_at_60_fps(last_ckpt, tmp_path):
 
 
 def test_an_export_plays_exactly_like_its_checkpoint(two_levels, last_ckpt, tmp_path, capsys):
-    _, from_ckpt = two_levels
+    _, from_ckpt, _ = two_levels
     exported = tmp_path / "agent.safetensors"
     export_main([str(last_ckpt), str(exported)])
     assert capsys.readouterr().out.startswith(f"wrote {exported}")
@@ -210,7 +215,7 @@ def test_bad_settings_are_refused(overrides, message, last_ckpt, tmp_path):
 
 
 def test_an_evaluation_never_overwrites_another(two_levels, last_ckpt):
-    out, _ = two_levels
+    out, _, _ = two_levels
     with pytest.raises(ConfigError, match=r"already holds results\.json; each evaluation writes to a new dir"):
         run_evaluate(last_ckpt, out, "episodes=1")
 
