@@ -18,8 +18,8 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
-# The suite's tiny runs peak at about 1 GB of temporary files at once (measured with du during
-# `make test`); with less free space, checkpoints fail midway with errors that do not say why.
+# The suite's tiny runs peak at 776 MB of temporary files at once (du every 2 s during a
+# fresh-clone .ci/run); with less free space, they fail midway with errors that do not say why.
 FREE_DISK_NEEDED_GB = 2.0
 
 
