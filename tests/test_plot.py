@@ -72,6 +72,32 @@ def test_several_dirs_are_drawn_side_by_side_in_their_own_colours(sweep, tmp_pat
         assert (np.abs(pixels - rgb).sum(axis=1) < 30).sum() > 200
 
 
+def test_max_steps_cuts_every_run_to_the_same_budget(sweep, tmp_path, capsys):
+    write_run(sweep / "2" / "tensorboard", {150: 99.0})  # nothing at or before 100: left out
+    data = curves(sweep, "rollout/x_pos", max_steps=100)
+    assert sorted(data.runs) == ["0/tensorboard", "1/tensorboard"]
+    assert data.steps.tolist() == [0, 100] and data.mean.tolist() == [1.0, 11.0]
+    out = tmp_path / "cut.png"
+    main([str(sweep / "1"), str(sweep / "0"), "--max-steps", "250", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert printed == f"wrote {out}: rollout/x_pos of 1: 1 run(s), env steps 0..200; 0: 1 run(s), env steps 0..200\n"
+
+
+@pytest.mark.parametrize(
+    ("max_steps", "message"),
+    [
+        ("-5", "error: --max-steps must be a positive number of env steps, got -5\n"),
+        ("50", "logged 'rollout/x_pos' at or before env step 50\n"),
+    ],
+)
+def test_max_steps_errors_say_what_is_wrong(max_steps, message, tmp_path, capsys):
+    write_run(tmp_path / "late", {100: 1.0})
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "late"), "--max-steps", max_steps])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and err.endswith(message)
+
+
 def test_one_label_per_dir(sweep, capsys):
     with pytest.raises(SystemExit):
         main([str(sweep / "0"), str(sweep / "1"), "--label", "a"])
