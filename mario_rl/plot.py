@@ -2,15 +2,18 @@
 
     python -m mario_rl.plot outputs/multirun/<date>/<time>/ --metric rollout/x_pos [--out curves.png]
     python -m mario_rl.plot RUN_A RUN_B --label default --label seed_notebook --metric eval/x_pos_mean \
-        --max-steps 200000
+        --max-steps 200000 --csv curves.csv
 
 The event files' step is the env step (module.py logs it as Lightning's "step"), so runs with
 different numbers of workers or update rates line up on the axis that compares them.
+``--csv`` writes the drawn points as a small text file, and such a file can stand in for a run
+dir: a curve kept in git outlives the machine that held the event files.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import sys
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from matplotlib.figure import Figure  # a bare Figure draws with Agg: no display
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 EVENTS_GLOB = "events.out.tfevents.*"
+CSV_HEADER = ("label", "run", "metric", "env_step", "value")
 
 
 class PlotError(ValueError):
@@ -50,21 +54,20 @@ def load_events(run_dir: Path) -> EventAccumulator:
     return events
 
 
+def up_to(values_by_step: dict[float, float], max_steps: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) in step order, cut at ``max_steps``."""
+    steps = sorted(s for s in values_by_step if max_steps is None or s <= max_steps)
+    return np.array(steps, dtype=np.float64), np.array([values_by_step[s] for s in steps], dtype=np.float64)
+
+
 def points(events: EventAccumulator, metric: str, max_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) of one metric up to ``max_steps``; where two points share a step, the
     later-written one wins."""
-    latest = {e.step: e.value for e in sorted(events.Scalars(metric), key=lambda e: e.wall_time)}
-    steps = sorted(s for s in latest if max_steps is None or s <= max_steps)
-    return np.array(steps, dtype=np.float64), np.array([latest[s] for s in steps], dtype=np.float64)
+    return up_to({e.step: e.value for e in sorted(events.Scalars(metric), key=lambda e: e.wall_time)}, max_steps)
 
 
-def curves(root: Path, metric: str, max_steps: int | None = None) -> Curves:
-    """Every run's ``metric`` under ``root`` up to ``max_steps`` (a long run cut to a short
-    one's span compares them over the same budget), and their mean and std against env steps.
-
-    Runs are linearly interpolated onto the union of their steps (runs of one sweep log at the
-    same env steps, so nothing is interpolated there); a run counts only within its own span.
-    """
+def event_runs(root: Path, metric: str, max_steps: int | None) -> tuple[dict, set[str]]:
+    """Each run dir's (steps, values) of ``metric`` under ``root``, and every metric they logged."""
     dirs = run_dirs(root)
     if not dirs:
         raise PlotError(f"no TensorBoard event files ({EVENTS_GLOB}) under {root}")
@@ -76,6 +79,38 @@ def curves(root: Path, metric: str, max_steps: int | None = None) -> Curves:
         logged.update(tags)
         if metric in tags:
             runs[str(d.relative_to(root)) if d != root else d.name] = points(events, metric, max_steps)
+    return runs, logged
+
+
+def csv_runs(path: Path, metric: str, max_steps: int | None) -> tuple[dict, set[str]]:
+    """The runs a ``--csv`` file holds, as ``event_runs`` gives them; with points of several
+    labels in the file, a run's name is ``label/run`` so no two runs merge."""
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != CSV_HEADER:
+            raise PlotError(f"{path} is not a curves CSV: its header must be {','.join(CSV_HEADER)}")
+        rows = list(reader)
+    several_labels = len({row["label"] for row in rows}) > 1
+    by_run: dict[str, dict[float, float]] = {}
+    for line, row in enumerate(rows, start=2):
+        if row["metric"] == metric:
+            name = f"{row['label']}/{row['run']}" if several_labels else row["run"]
+            try:
+                by_run.setdefault(name, {})[float(row["env_step"])] = float(row["value"])
+            except (TypeError, ValueError):
+                raise PlotError(f"{path}, line {line}: env_step and value must be numbers") from None
+    return {name: up_to(pts, max_steps) for name, pts in by_run.items()}, {row["metric"] for row in rows}
+
+
+def curves(root: Path, metric: str, max_steps: int | None = None) -> Curves:
+    """Every run's ``metric`` under ``root`` (a run dir, a sweep dir or a ``--csv`` file) up to
+    ``max_steps`` (a long run cut to a short one's span compares them over the same budget),
+    and their mean and std against env steps.
+
+    Runs are linearly interpolated onto the union of their steps (runs of one sweep log at the
+    same env steps, so nothing is interpolated there); a run counts only within its own span.
+    """
+    runs, logged = csv_runs(root, metric, max_steps) if root.is_file() else event_runs(root, metric, max_steps)
     if not runs:
         raise PlotError(f"no run under {root} logged {metric!r}; logged metrics: {', '.join(sorted(logged))}")
     runs = {name: run for name, run in runs.items() if len(run[0])}
@@ -99,7 +134,7 @@ def plot(
 ) -> dict[str, Curves]:
     """Draw each root's runs faintly, their mean boldly and mean +- std shaded, one colour per
     root, to a PNG at ``out``: one root is a run or a sweep, several are configs side by side."""
-    labels = labels or [root.name for root in roots]
+    labels = labels or [root.stem if root.is_file() else root.name for root in roots]
     if len(labels) != len(roots):
         raise PlotError(f"{len(labels)} --label for {len(roots)} run dirs; give one per dir or none")
     if max_steps is not None and max_steps <= 0:
@@ -125,15 +160,36 @@ def plot(
     return groups
 
 
+def write_csv(groups: dict[str, Curves], metric: str, path: Path) -> int:
+    """Every drawn point, one row each (``CSV_HEADER``), so ``path`` can later be plotted in
+    place of the event files; returns the number of points."""
+    rows = [
+        (label, run, metric, f"{step:.0f}", repr(float(value)))
+        for label, data in groups.items()
+        for run, (steps, values) in data.runs.items()
+        for step, value in zip(steps, values, strict=True)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([CSV_HEADER, *rows])
+    return len(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mario_rl.plot", description=__doc__.splitlines()[0])
-    parser.add_argument("roots", type=Path, nargs="+", help="run dirs or multirun dirs; several are drawn side by side")
+    parser.add_argument(
+        "roots", type=Path, nargs="+", help="run dirs, multirun dirs or --csv files; several are drawn side by side"
+    )
     parser.add_argument("--metric", default="rollout/x_pos", help="a scalar tag (default: rollout/x_pos)")
     parser.add_argument("--label", action="append", help="legend name of each dir, in order (default: its name)")
-    parser.add_argument("--out", type=Path, help="the PNG to write (default: <first dir>/<metric>.png)")
+    parser.add_argument(
+        "--out", type=Path, help="the PNG to write (default: <metric>.png in the first dir, or beside the first CSV)"
+    )
     parser.add_argument("--max-steps", type=int, help="draw only points at or before this env step (default: all)")
+    parser.add_argument("--csv", type=Path, help="also write the drawn points to this CSV, which can be plotted later")
     args = parser.parse_args(argv)
-    out = args.out or args.roots[0] / f"{args.metric.replace('/', '_')}.png"
+    first = args.roots[0]
+    out = args.out or (first.parent if first.is_file() else first) / f"{args.metric.replace('/', '_')}.png"
     try:
         groups = plot(args.roots, args.metric, out, args.label, args.max_steps)
     except PlotError as err:
@@ -144,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         for label, data in groups.items()
     )
     print(f"wrote {out}: {args.metric} of {drawn}")
+    if args.csv:
+        print(f"wrote {args.csv}: {write_csv(groups, args.metric, args.csv)} points")
 
 
 if __name__ == "__main__":

@@ -129,3 +129,53 @@ def test_errors_are_one_line(metric, message, sweep, tmp_path, capsys):
     assert exit_.value.code == 2 and err.startswith(message) and len(err.splitlines()) == 1
     if metric == "nope":
         assert "logged metrics: rollout/x_pos, train/loss" in err
+
+
+def test_csv_holds_every_drawn_point_and_plots_like_the_event_files(sweep, tmp_path, capsys):
+    saved = tmp_path / "kept" / "curves.csv"
+    main([str(sweep), "--max-steps", "200", "--out", str(tmp_path / "a.png"), "--csv", str(saved)])
+    assert capsys.readouterr().out.endswith(f"wrote {saved}: 6 points\n")
+    assert saved.read_text().splitlines() == [
+        "label,run,metric,env_step,value",
+        *(f"{sweep.name},0/tensorboard,rollout/x_pos,{s},{v}" for s, v in ((0, 0.0), (100, 10.0), (200, 20.0))),
+        *(f"{sweep.name},1/tensorboard,rollout/x_pos,{s},{v}" for s, v in ((0, 2.0), (100, 12.0), (200, 22.0))),
+    ]
+    again = curves(saved, "rollout/x_pos", max_steps=100)
+    assert sorted(again.runs) == ["0/tensorboard", "1/tensorboard"]
+    assert again.steps.tolist() == [0, 100] and again.mean.tolist() == [1.0, 11.0] and again.std.tolist() == [1.0, 1.0]
+    main([str(saved), str(sweep / "1")])  # a CSV beside a run dir; the PNG lands beside the CSV
+    out = saved.parent / "rollout_x_pos.png"
+    assert capsys.readouterr().out == (
+        f"wrote {out}: rollout/x_pos of curves: 2 run(s), env steps 0..200; 1: 1 run(s), env steps 0..300\n"
+    )
+
+
+def test_a_csv_of_several_labels_keeps_their_runs_apart(sweep, tmp_path):
+    saved = tmp_path / "both.csv"
+    two_runs = [str(sweep / "0"), str(sweep / "1"), "--label", "a", "--label", "b"]  # both runs are "tensorboard"
+    main([*two_runs, "--out", str(tmp_path / "b.png"), "--csv", str(saved)])
+    data = curves(saved, "rollout/x_pos")
+    assert sorted(data.runs) == ["a/tensorboard", "b/tensorboard"] and data.mean.tolist() == [1.0, 11.0, 21.0, 40.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("step,value\n0,1\n", "is not a curves CSV: its header must be label,run,metric,env_step,value\n"),
+        (
+            "label,run,metric,env_step,value\na,r,train/loss,0,1.0\n",
+            "logged 'rollout/x_pos'; logged metrics: train/loss\n",
+        ),
+        (
+            "label,run,metric,env_step,value\na,r,rollout/x_pos,0,1.0\na,r,rollout/x_pos,100,\n",
+            "bad.csv, line 3: env_step and value must be numbers\n",
+        ),
+    ],
+)
+def test_a_csv_that_cannot_be_drawn_is_a_one_line_error(text, message, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(text)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(bad), "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and err.endswith(message) and len(err.splitlines()) == 1
