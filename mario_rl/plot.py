@@ -24,6 +24,7 @@ from matplotlib.figure import Figure  # a bare Figure draws with Agg: no display
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 EVENTS_GLOB = "events.out.tfevents.*"
+LOGGER_DIR = "tensorboard"  # conf/logger/tensorboard.yaml's name: the event files' dir inside a run dir
 CSV_HEADER = ("label", "run", "metric", "env_step", "value")
 
 
@@ -45,6 +46,14 @@ class Curves:
 def run_dirs(root: Path) -> list[Path]:
     """Every directory under ``root`` (or ``root`` itself) holding event files: one per run."""
     return sorted({p.parent for p in root.rglob(EVENTS_GLOB)})
+
+
+def run_name(events_dir: Path, root: Path) -> str:
+    """The run an event dir belongs to, named as the user knows it: its Hydra run dir, relative
+    to ``root`` inside a sweep (``3``), by its own name otherwise (``notebook-1-1``), never
+    the logger's ``tensorboard`` that every run shares."""
+    run = events_dir.parent if events_dir.name == LOGGER_DIR else events_dir
+    return str(run.relative_to(root)) if run.is_relative_to(root) and run != root else run.name
 
 
 def load_events(run_dir: Path) -> EventAccumulator:
@@ -78,7 +87,7 @@ def event_runs(root: Path, metric: str, max_steps: int | None) -> tuple[dict, se
         tags = events.Tags()["scalars"]
         logged.update(tags)
         if metric in tags:
-            runs[str(d.relative_to(root)) if d != root else d.name] = points(events, metric, max_steps)
+            runs[run_name(d, root)] = points(events, metric, max_steps)
     return runs, logged
 
 

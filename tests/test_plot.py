@@ -28,7 +28,7 @@ def sweep(tmp_path: Path) -> Path:
 
 def test_mean_and_spread_across_runs_by_hand(sweep):
     data = curves(sweep, "rollout/x_pos")
-    assert sorted(data.runs) == ["0/tensorboard", "1/tensorboard"]
+    assert sorted(data.runs) == ["0", "1"]  # the Hydra job dirs, not their shared "tensorboard"
     assert data.steps.tolist() == [0, 100, 200, 300]
     assert data.mean.tolist() == [1.0, 11.0, 21.0, 40.0]  # at 300 only run 1 is still going
     assert data.std.tolist() == [1.0, 1.0, 1.0, 0.0]
@@ -75,7 +75,7 @@ def test_several_dirs_are_drawn_side_by_side_in_their_own_colours(sweep, tmp_pat
 def test_max_steps_cuts_every_run_to_the_same_budget(sweep, tmp_path, capsys):
     write_run(sweep / "2" / "tensorboard", {150: 99.0})  # nothing at or before 100: left out
     data = curves(sweep, "rollout/x_pos", max_steps=100)
-    assert sorted(data.runs) == ["0/tensorboard", "1/tensorboard"]
+    assert sorted(data.runs) == ["0", "1"]
     assert data.steps.tolist() == [0, 100] and data.mean.tolist() == [1.0, 11.0]
     out = tmp_path / "cut.png"
     main([str(sweep / "1"), str(sweep / "0"), "--max-steps", "250", "--out", str(out)])
@@ -108,7 +108,8 @@ def test_curves_of_a_real_training_run(trained_run, tmp_path):
     out = tmp_path / "curve.png"
     main([str(trained_run), "--metric", "rollout/x_pos", "--out", str(out)])
     data = curves(trained_run, "rollout/x_pos")
-    assert list(data.runs) == ["tensorboard"] and 0 < data.steps[0] < data.steps[-1] <= 400
+    assert list(data.runs) == [trained_run.name] and 0 < data.steps[0] < data.steps[-1] <= 400
+    assert list(curves(trained_run / "tensorboard", "rollout/x_pos").runs) == [trained_run.name]
     with Image.open(out) as png:
         assert png.size == (960, 540)
 
@@ -137,11 +138,11 @@ def test_csv_holds_every_drawn_point_and_plots_like_the_event_files(sweep, tmp_p
     assert capsys.readouterr().out.endswith(f"wrote {saved}: 6 points\n")
     assert saved.read_text().splitlines() == [
         "label,run,metric,env_step,value",
-        *(f"{sweep.name},0/tensorboard,rollout/x_pos,{s},{v}" for s, v in ((0, 0.0), (100, 10.0), (200, 20.0))),
-        *(f"{sweep.name},1/tensorboard,rollout/x_pos,{s},{v}" for s, v in ((0, 2.0), (100, 12.0), (200, 22.0))),
+        *(f"{sweep.name},0,rollout/x_pos,{s},{v}" for s, v in ((0, 0.0), (100, 10.0), (200, 20.0))),
+        *(f"{sweep.name},1,rollout/x_pos,{s},{v}" for s, v in ((0, 2.0), (100, 12.0), (200, 22.0))),
     ]
     again = curves(saved, "rollout/x_pos", max_steps=100)
-    assert sorted(again.runs) == ["0/tensorboard", "1/tensorboard"]
+    assert sorted(again.runs) == ["0", "1"]
     assert again.steps.tolist() == [0, 100] and again.mean.tolist() == [1.0, 11.0] and again.std.tolist() == [1.0, 1.0]
     main([str(saved), str(sweep / "1")])  # a CSV beside a run dir; the PNG lands beside the CSV
     out = saved.parent / "rollout_x_pos.png"
@@ -152,10 +153,10 @@ def test_csv_holds_every_drawn_point_and_plots_like_the_event_files(sweep, tmp_p
 
 def test_a_csv_of_several_labels_keeps_their_runs_apart(sweep, tmp_path):
     saved = tmp_path / "both.csv"
-    two_runs = [str(sweep / "0"), str(sweep / "1"), "--label", "a", "--label", "b"]  # both runs are "tensorboard"
+    two_runs = [str(sweep / "0"), str(sweep / "1"), "--label", "a", "--label", "b"]
     main([*two_runs, "--out", str(tmp_path / "b.png"), "--csv", str(saved)])
     data = curves(saved, "rollout/x_pos")
-    assert sorted(data.runs) == ["a/tensorboard", "b/tensorboard"] and data.mean.tolist() == [1.0, 11.0, 21.0, 40.0]
+    assert sorted(data.runs) == ["a/0", "b/1"] and data.mean.tolist() == [1.0, 11.0, 21.0, 40.0]
 
 
 @pytest.mark.parametrize(
