@@ -7,7 +7,8 @@
 The event files' step is the env step (module.py logs it as Lightning's "step"), so runs with
 different numbers of workers or update rates line up on the axis that compares them.
 ``--csv`` writes the drawn points as a small text file, and such a file can stand in for a run
-dir: a curve kept in git outlives the machine that held the event files.
+dir: a curve kept in git outlives the machine that held the event files. A CSV of several
+labels draws one curve per label again.
 """
 
 from __future__ import annotations
@@ -91,18 +92,24 @@ def event_runs(root: Path, metric: str, max_steps: int | None) -> tuple[dict, se
     return runs, logged
 
 
-def csv_runs(path: Path, metric: str, max_steps: int | None) -> tuple[dict, set[str]]:
-    """The runs a ``--csv`` file holds, as ``event_runs`` gives them; with points of several
-    labels in the file, a run's name is ``label/run`` so no two runs merge."""
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a ``--csv`` file, after checking its header."""
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != CSV_HEADER:
             raise PlotError(f"{path} is not a curves CSV: its header must be {','.join(CSV_HEADER)}")
-        rows = list(reader)
-    several_labels = len({row["label"] for row in rows}) > 1
+        return list(reader)
+
+
+def csv_runs(path: Path, metric: str, max_steps: int | None, label: str | None = None) -> tuple[dict, set[str]]:
+    """The runs a ``--csv`` file holds under ``label`` (default: all), as ``event_runs`` gives
+    them; with points of several labels taken together, a run's name is ``label/run`` so no
+    two runs merge."""
+    rows = csv_rows(path)
+    several_labels = label is None and len({row["label"] for row in rows}) > 1
     by_run: dict[str, dict[float, float]] = {}
     for line, row in enumerate(rows, start=2):
-        if row["metric"] == metric:
+        if row["metric"] == metric and label in (None, row["label"]):
             name = f"{row['label']}/{row['run']}" if several_labels else row["run"]
             try:
                 by_run.setdefault(name, {})[float(row["env_step"])] = float(row["value"])
@@ -111,15 +118,18 @@ def csv_runs(path: Path, metric: str, max_steps: int | None) -> tuple[dict, set[
     return {name: up_to(pts, max_steps) for name, pts in by_run.items()}, {row["metric"] for row in rows}
 
 
-def curves(root: Path, metric: str, max_steps: int | None = None) -> Curves:
-    """Every run's ``metric`` under ``root`` (a run dir, a sweep dir or a ``--csv`` file) up to
-    ``max_steps`` (a long run cut to a short one's span compares them over the same budget),
-    and their mean and std against env steps.
+def curves(root: Path, metric: str, max_steps: int | None = None, label: str | None = None) -> Curves:
+    """Every run's ``metric`` under ``root`` (a run dir, a sweep dir or a ``--csv`` file, of
+    which only the points of ``label`` if given) up to ``max_steps`` (a long run cut to a short
+    one's span compares them over the same budget), and their mean and std against env steps.
 
     Runs are linearly interpolated onto the union of their steps (runs of one sweep log at the
     same env steps, so nothing is interpolated there); a run counts only within its own span.
     """
-    runs, logged = csv_runs(root, metric, max_steps) if root.is_file() else event_runs(root, metric, max_steps)
+    if root.is_file():
+        runs, logged = csv_runs(root, metric, max_steps, label)
+    else:
+        runs, logged = event_runs(root, metric, max_steps)
     if not runs:
         raise PlotError(f"no run under {root} logged {metric!r}; logged metrics: {', '.join(sorted(logged))}")
     runs = {name: run for name, run in runs.items() if len(run[0])}
@@ -135,20 +145,38 @@ def curves(root: Path, metric: str, max_steps: int | None = None) -> Curves:
     return Curves(runs, steps, mean, std, count)
 
 
+def sources(root: Path, label: str | None) -> list[tuple[str, str | None]]:
+    """(legend label, the CSV label to keep) of each curve ``root`` draws: a run or sweep dir is
+    one curve, named ``label`` or the dir; a CSV is one curve per label it was written with,
+    so two configs kept in one file come back side by side, not averaged together."""
+    if not root.is_file():
+        return [(label or root.name, None)]
+    kept = sorted({row["label"] for row in csv_rows(root)})
+    if len(kept) <= 1:
+        return [(label or (kept[0] if kept else root.stem), None)]
+    return [(f"{label}/{k}" if label else k, k) for k in kept]
+
+
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
 
 def plot(
     roots: list[Path], metric: str, out: Path, labels: list[str] | None = None, max_steps: int | None = None
 ) -> dict[str, Curves]:
-    """Draw each root's runs faintly, their mean boldly and mean +- std shaded, one colour per
-    root, to a PNG at ``out``: one root is a run or a sweep, several are configs side by side."""
-    labels = labels or [root.stem if root.is_file() else root.name for root in roots]
+    """Draw each curve's runs faintly, their mean boldly and mean +- std shaded, one colour per
+    curve (see ``sources``), to a PNG at ``out``: one root is a run or a sweep, several are
+    configs side by side."""
+    labels = labels or [None] * len(roots)
     if len(labels) != len(roots):
         raise PlotError(f"{len(labels)} --label for {len(roots)} run dirs; give one per dir or none")
     if max_steps is not None and max_steps <= 0:
         raise PlotError(f"--max-steps must be a positive number of env steps, got {max_steps}")
-    groups = {label: curves(root, metric, max_steps) for label, root in zip(labels, roots, strict=True)}
+    groups: dict[str, Curves] = {}
+    for root, label in zip(roots, labels, strict=True):
+        for name, kept in sources(root, label):
+            if name in groups:
+                raise PlotError(f"two curves are named {name!r}; give each dir a --label")
+            groups[name] = curves(root, metric, max_steps, kept)
     fig = Figure(figsize=(8, 4.5), dpi=120)
     ax = fig.add_subplot()
     for (label, data), color in zip(groups.items(), itertools.cycle(COLORS)):

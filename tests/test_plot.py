@@ -147,7 +147,7 @@ def test_csv_holds_every_drawn_point_and_plots_like_the_event_files(sweep, tmp_p
     main([str(saved), str(sweep / "1")])  # a CSV beside a run dir; the PNG lands beside the CSV
     out = saved.parent / "rollout_x_pos.png"
     assert capsys.readouterr().out == (
-        f"wrote {out}: rollout/x_pos of curves: 2 run(s), env steps 0..200; 1: 1 run(s), env steps 0..300\n"
+        f"wrote {out}: rollout/x_pos of {sweep.name}: 2 run(s), env steps 0..200; 1: 1 run(s), env steps 0..300\n"
     )
 
 
@@ -157,6 +157,26 @@ def test_a_csv_of_several_labels_keeps_their_runs_apart(sweep, tmp_path):
     main([*two_runs, "--out", str(tmp_path / "b.png"), "--csv", str(saved)])
     data = curves(saved, "rollout/x_pos")
     assert sorted(data.runs) == ["a/0", "b/1"] and data.mean.tolist() == [1.0, 11.0, 21.0, 40.0]
+
+
+def test_a_csv_of_several_labels_draws_one_curve_per_label(sweep, tmp_path, capsys):
+    saved = tmp_path / "both.csv"
+    two_runs = [str(sweep / "0"), str(sweep / "1"), "--label", "a", "--label", "b"]
+    main([*two_runs, "--out", str(tmp_path / "b.png"), "--csv", str(saved)])
+    capsys.readouterr()
+    main([str(saved), "--out", str(tmp_path / "again.png")])
+    drawn = "a: 1 run(s), env steps 0..200; b: 1 run(s), env steps 0..300"
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'again.png'}: rollout/x_pos of {drawn}\n"
+    main([str(saved), "--label", "kept", "--out", str(tmp_path / "named.png")])
+    assert "of kept/a: 1 run(s), env steps 0..200; kept/b: 1 run(s)" in capsys.readouterr().out
+
+
+def test_two_curves_of_one_name_are_refused(sweep, tmp_path, capsys):
+    (tmp_path / "elsewhere").mkdir()
+    write_run(tmp_path / "elsewhere" / "0" / "tensorboard", {0: 1.0})
+    with pytest.raises(SystemExit):
+        main([str(sweep / "0"), str(tmp_path / "elsewhere" / "0")])
+    assert capsys.readouterr().err == "error: two curves are named '0'; give each dir a --label\n"
 
 
 @pytest.mark.parametrize(
