@@ -14,14 +14,14 @@ import logging
 import pickle
 import warnings
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from submitit.core.utils import UncompletedJobError
 
@@ -97,6 +97,15 @@ def resumed_run(ckpt: dict[str, Any], cfg: DictConfig, overrides: Sequence[str])
         if key.split(".")[0] in _RUN_KEYS and OmegaConf.select(cfg, key) is not None:
             OmegaConf.update(saved, key, OmegaConf.select(cfg, key))
     return load(saved)
+
+
+def continue_in(cfg: DictConfig, run: RunConfig) -> None:
+    """Write the resumed run's config into ``cfg``, so what interpolates it (the checkpoint and
+    evaluation cadence in ``conf/callbacks``) follows the run, not this command's defaults: a
+    resumed ``experiment=seed_notebook`` run kept saving every 10,000 env steps, not 6,250."""
+    with open_dict(cfg):
+        for key, value in asdict(run).items():
+            cfg[key] = value
 
 
 def run_dir_of(ckpt: Path) -> Path | None:

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from mario_rl.checkpointing import load_checkpoint, resolve_ckpt_path, resumed_run, run_dir_of, save_last
+from mario_rl.checkpointing import continue_in, load_checkpoint, resolve_ckpt_path, resumed_run, run_dir_of, save_last
 from mario_rl.config import RunConfig, load
 from mario_rl.errors import RunError
 from mario_rl.module import DQN, run_dict
@@ -34,6 +34,7 @@ def train(cfg: DictConfig, run: RunConfig | None = None, overrides: Sequence[str
         run = run or load(cfg)
     else:
         run = resumed_run(load_checkpoint(ckpt_path), cfg, overrides)
+        continue_in(cfg, run)
         if (previous := run_dir_of(ckpt_path)) is not None:
             # A resume writes into the run it continues: same checkpoints, replay and event files.
             with open_dict(cfg):

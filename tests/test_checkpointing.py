@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from submitit.core.utils import UncompletedJobError
 
-from mario_rl.checkpointing import SaveOnInterrupt, load_checkpoint, resolve_ckpt_path
+from mario_rl.checkpointing import SaveOnInterrupt, continue_in, load_checkpoint, resolve_ckpt_path, resumed_run
 from mario_rl.config import AgentConfig, ConfigError, RunConfig
 from mario_rl.errors import NonFiniteLossError
 from mario_rl.module import DQN, run_dict
@@ -55,6 +55,18 @@ def test_a_finished_run_resumes_to_a_larger_budget_in_its_own_dir(finished_run, 
     # last-v1.ckpt beside it (Lightning's version counter, for a file saved by save_last).
     names = sorted(p.name for p in (finished_run / "checkpoints").glob("*.ckpt"))
     assert names == ["best.ckpt", "env_steps_458.ckpt", "last.ckpt"]
+
+
+def test_a_resume_saves_and_evaluates_on_the_runs_cadence_not_this_commands(finished_run):
+    ckpt = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
+    ckpt["hyper_parameters"]["run"].update(checkpoint_every=1000)  # the run's; this command's is 200
+    ckpt["hyper_parameters"]["run"]["agent"].update(train_every=2)
+    cfg = compose_train(["debug=default", "env.vector=sync", "ckpt_path=last"], finished_run)
+    assert cfg.callbacks.eval.every == 200 and cfg.callbacks.model_checkpoint.every_n_train_steps == 200 // 4
+    continue_in(cfg, resumed_run(ckpt, cfg, ["ckpt_path=last"]))
+    assert cfg.callbacks.eval.every == 1000 and cfg.checkpoint_every == 1000
+    assert cfg.callbacks.model_checkpoint.every_n_train_steps == 1000 // 2  # env steps -> updates
+    assert cfg.callbacks.best_checkpoint.every_n_train_steps == 1000 // 2
 
 
 def test_truncated_checkpoint_is_named_in_one_line(finished_run, tmp_path):
