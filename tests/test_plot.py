@@ -172,7 +172,6 @@ def test_a_csv_of_several_labels_draws_one_curve_per_label(sweep, tmp_path, caps
 
 
 def test_two_curves_of_one_name_are_refused(sweep, tmp_path, capsys):
-    (tmp_path / "elsewhere").mkdir()
     write_run(tmp_path / "elsewhere" / "0" / "tensorboard", {0: 1.0})
     with pytest.raises(SystemExit):
         main([str(sweep / "0"), str(tmp_path / "elsewhere" / "0")])
