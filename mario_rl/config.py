@@ -77,6 +77,7 @@ class AgentConfig:
     gamma: float = 0.9
     lr: float = 2.5e-4
     adam_eps: float = 1.5e-4
+    grad_clip_norm: float | None = 10.0
     batch_size: int = 32
     train_every: int = 4
     learning_starts: int = 10_000
@@ -180,6 +181,8 @@ def validate(run: RunConfig) -> None:
     _check("agent.gamma", 0.0 < agent.gamma <= 1.0, "in (0, 1]", agent.gamma)
     _check("agent.lr", agent.lr > 0, "> 0", agent.lr)
     _check("agent.adam_eps", agent.adam_eps > 0, "> 0", agent.adam_eps)
+    clip = agent.grad_clip_norm
+    _check("agent.grad_clip_norm", clip is None or clip > 0, "null (no clipping) or > 0", clip)
     _check("agent.batch_size", agent.batch_size >= 1, "an integer >= 1", agent.batch_size)
     _check("agent.train_every", agent.train_every >= 1, "an integer >= 1", agent.train_every)
     _check("agent.learning_starts", agent.learning_starts >= 0, "an integer >= 0", agent.learning_starts)

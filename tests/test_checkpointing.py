@@ -6,6 +6,7 @@ from pathlib import Path
 import fsspec.implementations.local
 import pytest
 import torch
+from hydra.utils import instantiate
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from submitit.core.utils import UncompletedJobError
 
@@ -67,6 +68,16 @@ def test_a_resume_saves_and_evaluates_on_the_runs_cadence_not_this_commands(fini
     assert cfg.callbacks.eval.every == 1000 and cfg.checkpoint_every == 1000
     assert cfg.callbacks.model_checkpoint.every_n_train_steps == 1000 // 2  # env steps -> updates
     assert cfg.callbacks.best_checkpoint.every_n_train_steps == 1000 // 2
+
+
+def test_a_resume_clips_gradients_as_the_run_did_not_as_this_commands_trainer(finished_run):
+    ckpt = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
+    ckpt["hyper_parameters"]["run"]["agent"].update(grad_clip_norm=None)  # a seed_notebook run: no clipping
+    cfg = compose_train(["debug=default", "env.vector=sync", "ckpt_path=last"], finished_run)
+    assert cfg.trainer.gradient_clip_val == 10.0  # conf/trainer/cpu.yaml through the default agent
+    continue_in(cfg, resumed_run(ckpt, cfg, ["ckpt_path=last"]))
+    trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+    assert trainer.gradient_clip_val is None
 
 
 def test_truncated_checkpoint_is_named_in_one_line(finished_run, tmp_path):
