@@ -4,8 +4,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
-from mario_rl.config import EnvConfig
+from mario_rl.config import EnvConfig, RunConfig
 from mario_rl.envs import (
     ClassicReward,
     FrameTap,
@@ -15,7 +16,9 @@ from mario_rl.envs import (
     SkipMaxGray,
     make_env,
     make_vector_env,
+    num_actions,
 )
+from mario_rl.module import DQN, run_dict
 
 
 class ScriptedEnv(gym.Env):
@@ -174,6 +177,15 @@ def test_jump_release_makes_a_held_jump_action_jump_again_on_the_real_emulator()
     # in the air nothing changes: the first jump is the same high jump, step by step
     first_landing = held.index(79)
     assert released[:first_landing] == held[:first_landing] and max(held) == max(released[:first_landing])
+
+
+@pytest.mark.parametrize(("actions", "buttons"), [("right_only", 5), ("simple", 7), ("complex", 12)])
+def test_env_actions_sizes_the_pad_and_the_q_head(actions, buttons):
+    env = make_env(EnvConfig(actions=actions))
+    assert env.action_space.n == num_actions(actions) == buttons
+    env.close()
+    module = DQN(run_dict(RunConfig(env=EnvConfig(actions=actions))))
+    assert module(torch.zeros(2, 4, 84, 84)).shape == (2, buttons)
 
 
 def test_real_emulator_observations_are_uint8_stacks():
