@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
 _RUN_KEYS = {f.name for f in fields(RunConfig)}
+_UNSET = object()
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -95,8 +96,9 @@ def resumed_run(ckpt: dict[str, Any], cfg: DictConfig, overrides: Sequence[str])
     saved = OmegaConf.create(ckpt["hyper_parameters"]["run"])
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
-        if key.split(".")[0] in _RUN_KEYS and OmegaConf.select(cfg, key) is not None:
-            OmegaConf.update(saved, key, OmegaConf.select(cfg, key))
+        value = OmegaConf.select(cfg, key, default=_UNSET)
+        if key.split(".")[0] in _RUN_KEYS and value is not _UNSET:  # null is a value: agent.grad_clip_norm=null
+            OmegaConf.update(saved, key, value)
     return load(saved)
 
 

@@ -80,6 +80,14 @@ def test_a_resume_clips_gradients_as_the_run_did_not_as_this_commands_trainer(fi
     assert trainer.gradient_clip_val is None
 
 
+def test_a_resume_takes_a_null_from_the_command_line(finished_run):
+    ckpt = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
+    overrides = ["ckpt_path=last", "agent.grad_clip_norm=null", "env.stuck_patience=null"]
+    cfg = compose_train(["debug=default", "env.vector=sync", *overrides], finished_run)
+    run = resumed_run(ckpt, cfg, overrides)
+    assert (run.agent.grad_clip_norm, run.env.stuck_patience) == (None, None)  # the run had 10.0 and 150
+
+
 def test_truncated_checkpoint_is_named_in_one_line(finished_run, tmp_path):
     bad = tmp_path / "cut.ckpt"
     bad.write_bytes((finished_run / "checkpoints" / "last.ckpt").read_bytes()[:5000])
