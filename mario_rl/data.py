@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from mario_rl.config import RunConfig
+from mario_rl.config import EnvConfig, RunConfig
 from mario_rl.envs import make_vector_env
 from mario_rl.errors import EnvWorkerError
 from mario_rl.policy import EpsilonGreedy, epsilon
@@ -41,12 +42,24 @@ class Episode:
 
 
 class ExperienceStream(IterableDataset):
-    """Endless-until-budget stream of uint8 batches sampled from a self-filling replay."""
+    """Endless-until-budget stream of uint8 batches sampled from a self-filling replay.
 
-    def __init__(self, run: RunConfig, policy: EpsilonGreedy):
+    ``make_envs`` builds the vector env from the run's env config (the Mario workers by
+    default); any vector env whose observations are uint8 frame stacks of shape
+    (num_envs, frame_stack, frame_size, frame_size) and whose info carries ``x_pos`` and
+    ``flag_get`` will do, e.g. a synthetic env for tests and benchmarks.
+    """
+
+    def __init__(
+        self,
+        run: RunConfig,
+        policy: EpsilonGreedy,
+        make_envs: Callable[[EnvConfig], gym.vector.VectorEnv] = make_vector_env,
+    ):
         super().__init__()
         self.run = run
         self.policy = policy
+        self.make_envs = make_envs
         env = run.env
         self.replay = ReplayBuffer(
             capacity=run.replay.capacity,
@@ -92,7 +105,7 @@ class ExperienceStream(IterableDataset):
 
     def _open(self) -> None:
         """Start the workers and begin one episode per stream in the replay."""
-        self.envs = make_vector_env(self.run.env)
+        self.envs = self.make_envs(self.run.env)
         self.obs, _ = self.envs.reset(seed=self.run.seed + self.episodes)
         self.replay.interrupt()
         self.replay.start(self.obs[:, -1])
