@@ -9,17 +9,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mario_rl.config import load
+from mario_rl.config import check_level_overrides, load
 
 
 def train_job(cfg: DictConfig) -> dict[str, float]:
     """Validate, then train; the metrics of the finished run."""
+    overrides = HydraConfig.get().overrides.task
+    check_level_overrides(overrides)
     run = load(cfg)  # fail on a bad value in a second, before torch is even imported
     # Imported here, not at the top: env worker processes import this file as their
     # __main__ and must not pay torch's ~700 MB of resident memory each.
     from mario_rl.training import train
 
-    return train(cfg, run, HydraConfig.get().overrides.task)
+    return train(cfg, run, overrides)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -8,6 +8,7 @@ training stream's envs, counters and random states are exactly as if it had not 
 from __future__ import annotations
 
 import io
+import statistics
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from mario_rl.config import ConfigError, EnvConfig, RunConfig, check_level, updates_per
 from mario_rl.evaluation import EpisodeRecord, best_index, play_level, summarize
+from mario_rl.levels import flag_fraction, level_tag
 from mario_rl.video import NES_SIZE, GifWriter, replay
 
 # Summary keys logged as eval/<key>: over every evaluation episode, and per level when there are several.
@@ -67,11 +69,14 @@ class NetworkInput(pl.Callback):
 
 
 class Evaluation(pl.Callback):
-    """Every ``every`` env steps: ``episodes`` epsilon-greedy episodes on the training level and on ``levels``.
+    """Every ``every`` env steps: ``episodes`` epsilon-greedy episodes on each training level and on
+    ``levels``, every one from the level's own start (never from a start state).
 
-    Logs eval/<METRICS> over all of them (per level as eval/<level>/... when there are several)
-    against env steps, and a GIF of
-    the training level's best episode as eval/video. The period is counted in gradient updates
+    Logs eval/<METRICS> over all of them, which with the same number of episodes per level is the
+    mean over levels (best.ckpt keeps the best eval/x_pos_mean), per level as eval/<level>/...
+    when there are several, eval/<level>/progress (x_pos mean over the flag's x) where the flag's
+    x is known, all against env steps; and a GIF of the first training level's best episode as
+    eval/video. The period is counted in gradient updates
     like the checkpoints' (``updates_per``), so a ModelCheckpoint monitoring eval/x_pos_mean with
     the same period sees each new value in the batch it was measured.
     """
@@ -104,8 +109,8 @@ class Evaluation(pl.Callback):
         self.seed = seed
 
     def levels(self, run: RunConfig) -> list[str]:
-        """The training level first, then the extra ones."""
-        return list(dict.fromkeys([run.env.level, *self.extra_levels]))
+        """The training levels first, then the extra ones."""
+        return list(dict.fromkeys([*run.env.training_levels, *self.extra_levels]))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         for level in self.extra_levels:
@@ -127,12 +132,15 @@ class Evaluation(pl.Callback):
         }
         groups = {"eval": [r for records, _ in played.values() for r in records]}
         if len(played) > 1:
-            groups |= {f"eval/{level}": records for level, (records, _) in played.items()}
+            groups |= {f"eval/{level_tag(level)}": records for level, (records, _) in played.items()}
         seconds = sum(s for _, s in played.values())
         metrics = {}
         for prefix, records in groups.items():
             row = summarize(prefix, records, seconds)
             metrics |= {f"{prefix}/{key}": float(row[key]) for key in METRICS}
+        for level, (records, _) in played.items():
+            if (progress := flag_fraction(level, statistics.fmean(r.x_pos for r in records))) is not None:
+                metrics[f"eval/{level_tag(level)}/progress"] = progress
         first, _ = played[run.env.level]
         return metrics, first[best_index(first)]
 

@@ -94,11 +94,15 @@ def resumed_run(ckpt: dict[str, Any], cfg: DictConfig, overrides: Sequence[str])
     ``ckpt_path=last env_steps=2000000`` only extends its budget.
     """
     saved = OmegaConf.create(ckpt["hyper_parameters"]["run"])
+    keys = set()
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
         value = OmegaConf.select(cfg, key, default=_UNSET)
         if key.split(".")[0] in _RUN_KEYS and value is not _UNSET:  # null is a value: agent.grad_clip_norm=null
-            OmegaConf.update(saved, key, value)
+            OmegaConf.update(saved, key, value, force_add=True)
+            keys.add(key)
+    if "env.level" in keys and "env.levels" not in keys:  # one level now replaces the run's list
+        OmegaConf.update(saved, "env.levels", None, force_add=True)
     return load(saved)
 
 

@@ -17,6 +17,8 @@ GAMES = ("smb", "lost_levels")
 ACTIONS = ("right_only", "simple", "complex")
 REWARDS = ("classic", "package")
 VECTORS = ("async", "sync")
+LEVEL_SAMPLINGS = ("uniform", "adaptive")
+START_STATES = ("off", "frontier")
 EPSILON_SCHEDULES = ("linear", "exponential")
 WORLDS = {"smb": "12345678", "lost_levels": "123456789ABCD"}
 
@@ -59,6 +61,14 @@ class ConfigError(ValueError):
 class EnvConfig:
     game: str = "smb"
     level: str = "1-1"
+    levels: list[str] | None = None
+    level_sampling: str = "uniform"
+    level_window: int = 20
+    level_floor: float = 0.1
+    start_states: str = "off"
+    start_state_prob: float = 0.5
+    start_state_pool: int = 16
+    start_state_lead: int = 40
     actions: str = "right_only"
     reward: str = "classic"
     frame_skip: int = 4
@@ -70,6 +80,11 @@ class EnvConfig:
     release_jump: bool = True
     num_envs: int = 4
     vector: str = "async"
+
+    @property
+    def training_levels(self) -> list[str]:
+        """The levels training episodes are drawn from: ``levels`` when given, else ``[level]``."""
+        return list(self.levels) if self.levels else [self.level]
 
 
 @dataclass
@@ -153,13 +168,39 @@ def _check(key: str, ok: bool, allowed: str, value: object) -> None:
 
 
 def check_level(game: str, level: str, key: str = "env.level") -> None:
-    """Reject a level the game does not have, listing the ones it does."""
-    if not re.fullmatch(r"[0-9A-D]-[1-4]", str(level)) or level not in levels(game):
-        worlds = WORLDS[game]
+    """Reject a level the game does not have, listing the ones it does.
+
+    A level is W-S of ``game``, or ``<game>:W-S`` of another (``lost_levels:1-1`` in an smb run).
+    """
+    level = str(level)
+    own, stage = level.split(":", 1) if ":" in level else (game, level)
+    if own not in GAMES:
+        raise ConfigError(f"{key}={level!r} names no game; use W-S, or <game>:W-S with game one of {', '.join(GAMES)}")
+    if not re.fullmatch(r"[0-9A-D]-[1-4]", stage) or stage not in levels(own):
+        worlds = WORLDS[own]
         raise ConfigError(
-            f"{key}={level!r} is not a level of {game}; use W-S with W in {worlds[0]}..{worlds[-1]} "
+            f"{key}={level!r} is not a level of {own}; use W-S with W in {worlds[0]}..{worlds[-1]} "
             "and S in 1..4, e.g. 1-1"
         )
+
+
+def check_levels(game: str, names: list[str] | None, key: str) -> None:
+    """A list of levels: non-empty, each a level (check_level), none twice."""
+    if names is None:
+        return
+    _check(key, len(names) >= 1, "a non-empty list of levels, e.g. [1-1,1-2]", names)
+    for name in names:
+        check_level(game, name, key=key)
+    repeated = sorted({str(n) for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise ConfigError(f"{key}={list(names)!r} lists {', '.join(repeated)} more than once; give each level once")
+
+
+def check_level_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    """``env.level`` and ``env.levels`` on one command line: one of them would be ignored."""
+    keys = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    if {"env.level", "env.levels"} <= keys:
+        raise ConfigError("env.level and env.levels are both set; give one level or a list, not both")
 
 
 def validate(run: RunConfig) -> None:
@@ -167,6 +208,16 @@ def validate(run: RunConfig) -> None:
     env, agent, replay = run.env, run.agent, run.replay
     _one_of("env.game", env.game, GAMES)
     check_level(env.game, env.level)
+    check_levels(env.game, env.levels, "env.levels")
+    _one_of("env.level_sampling", env.level_sampling, LEVEL_SAMPLINGS)
+    _check("env.level_window", env.level_window >= 1, "an integer >= 1 (episodes)", env.level_window)
+    _check("env.level_floor", 0.0 < env.level_floor <= 1.0, "in (0, 1]", env.level_floor)
+    _one_of("env.start_states", env.start_states, START_STATES)
+    _check("env.start_state_prob", 0.0 <= env.start_state_prob <= 1.0, "in [0, 1]", env.start_state_prob)
+    _check(
+        "env.start_state_pool", env.start_state_pool >= 1, "an integer >= 1 (states per level)", env.start_state_pool
+    )
+    _check("env.start_state_lead", env.start_state_lead >= 1, "an integer >= 1 (agent steps)", env.start_state_lead)
     _one_of("env.actions", env.actions, ACTIONS)
     _one_of("env.reward", env.reward, REWARDS)
     _one_of("env.vector", env.vector, VECTORS)
@@ -237,9 +288,16 @@ def _typed[T](schema: type[T], cfg: DictConfig) -> T:
 
 
 def load(cfg: DictConfig) -> RunConfig:
-    """Merge the Hydra config onto the schema and validate it."""
+    """Merge the Hydra config onto the schema and validate it.
+
+    With ``env.levels`` given, ``env.level`` is set to its first level, the one a single-level
+    consumer (the evaluation GIF, error messages) names.
+    """
     run = _typed(RunConfig, cfg)
     validate(run)
+    if run.env.levels:
+        run.env.levels = [str(level) for level in run.env.levels]
+        run.env.level = run.env.levels[0]
     return run
 
 
@@ -257,5 +315,11 @@ def load_evaluate(cfg: DictConfig) -> EvaluateConfig:
     _one_of("video_format", settings.video_format, VIDEO_FORMATS)
     if settings.env.level and settings.env.levels:
         raise ConfigError("env.level and env.levels are both set; give one level or a list, not both")
-    _check("env.levels", settings.levels is None or len(settings.levels) >= 1, "a non-empty list", settings.levels)
+    repeated = settings.env.levels and len(set(settings.env.levels)) < len(settings.env.levels)
+    _check(
+        "env.levels",
+        settings.levels is None or (len(settings.levels) >= 1 and not repeated),
+        "a non-empty list of distinct levels",
+        settings.levels,
+    )
     return settings

@@ -12,6 +12,7 @@ stream's replay can store them.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -29,16 +30,25 @@ from mario_rl.errors import EnvWorkerError
 from mario_rl.policy import EpsilonGreedy, epsilon
 from mario_rl.replay import ReplayBuffer
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Episode:
-    """What a person wants to know about a finished episode."""
+    """What a person wants to know about a finished episode.
+
+    ``env_steps``: the run's env-step count when it ended; ``length`` in agent steps; ``level``
+    the level it played ('' in checkpoints from before several levels); ``restored``: it began
+    from a start state, not the level start.
+    """
 
     env_steps: int
     episode_return: float
     length: int
     x_pos: int
     clear: bool
+    level: str = ""
+    restored: bool = False
 
 
 class ExperienceStream(IterableDataset):
@@ -84,6 +94,8 @@ class ExperienceStream(IterableDataset):
         self._lengths = np.zeros(env.num_envs, dtype=np.int64)
         self.env_seconds = 0.0
         self._result: tuple | None = None
+        self._pending_workers: list[dict[str, Any]] | None = None
+        self._in_flight = False
 
     @property
     def epsilon(self) -> float:
@@ -106,6 +118,9 @@ class ExperienceStream(IterableDataset):
     def _open(self) -> None:
         """Start the workers and begin one episode per stream in the replay."""
         self.envs = self.make_envs(self.run.env)
+        if self._pending_workers is not None:
+            self._set_worker_states(self._pending_workers)
+            self._pending_workers = None
         self.obs, _ = self.envs.reset(seed=self.run.seed + self.episodes)
         self.replay.interrupt()
         self.replay.start(self.obs[:, -1])
@@ -113,8 +128,13 @@ class ExperienceStream(IterableDataset):
         self._lengths[:] = 0
 
     def close(self) -> None:
-        """Stop the workers; kill them if one of them is already gone."""
+        """Stop the workers, keeping their start states and level outcomes for a checkpoint written
+        after (the last.ckpt at the end of a run); kill them if one of them is already gone."""
         if self.envs is not None:
+            try:
+                self._pending_workers = self.worker_states()
+            except Exception:  # a dead worker answers nothing; its states are lost with it
+                self._pending_workers = None
             try:
                 self.envs.close()
             except Exception:
@@ -130,9 +150,31 @@ class ExperienceStream(IterableDataset):
 
     def _worker_error(self, err: Exception) -> EnvWorkerError:
         env = self.run.env
+        levels = ",".join(env.training_levels)
         return EnvWorkerError(
-            f"an env worker ({env.game} {env.level}) stopped at env step {self.env_steps}: {type(err).__name__}: {err}"
+            f"an env worker ({env.game} {levels}) stopped at env step {self.env_steps}: {type(err).__name__}: {err}"
         )
+
+    def worker_states(self) -> list[dict[str, Any]] | None:
+        """Each worker's start-state pool and recent per-level outcomes (levels.LevelSet.worker_state),
+        or None when the workers keep none (not started, or an env without levels)."""
+        if self.envs is None:
+            return self._pending_workers
+        self._settle()
+        try:
+            return list(self.envs.get_attr("worker_state"))
+        except AttributeError:
+            return None
+
+    def _set_worker_states(self, states: list[dict[str, Any]]) -> None:
+        """Give the workers their saved states; a run resumed with another num_envs deals them out
+        in order and drops or leaves empty what does not fit."""
+        n = self.run.env.num_envs
+        states = (list(states) + [{}] * n)[:n]
+        try:
+            self.envs.set_attr("worker_state", states)
+        except AttributeError:
+            log.warning("the env workers keep no start states or level outcomes; the saved ones are dropped")
 
     def _send(self, actions: np.ndarray) -> None:
         """Start a vector step; an in-process (sync) vector env simply runs it now."""
@@ -140,20 +182,31 @@ class ExperienceStream(IterableDataset):
         try:
             if hasattr(self.envs, "step_async"):
                 self.envs.step_async(actions)
+                self._in_flight = True
             else:
                 self._result = self.envs.step(actions)
         except Exception as err:  # a dead worker's pipe: BrokenPipeError
             raise self._worker_error(err) from err
         self.env_seconds += time.perf_counter() - started
 
+    def _settle(self) -> None:
+        """Collect a step the async workers are running, keeping its result for ``_record``: a
+        worker answers no other call while a step is in flight."""
+        if not self._in_flight:
+            return
+        try:
+            self._result = self.envs.step_wait()
+        except Exception as err:  # a worker raised, or died and closed its pipe (EOFError)
+            raise self._worker_error(err) from err
+        finally:
+            self._in_flight = False
+
     def _record(self, actions: np.ndarray) -> None:
         """Collect the in-flight step and store it; note finished episodes."""
         started = time.perf_counter()
+        self._settle()
         result, self._result = self._result, None
-        try:
-            obs, rewards, terminated, truncated, infos = result or self.envs.step_wait()
-        except Exception as err:  # a worker raised, or died and closed its pipe (EOFError)
-            raise self._worker_error(err) from err
+        obs, rewards, terminated, truncated, infos = result
         self.env_seconds += time.perf_counter() - started
         ended = np.logical_or(terminated, truncated)
         next_frames = obs[:, -1].copy()
@@ -172,6 +225,8 @@ class ExperienceStream(IterableDataset):
                     length=int(self._lengths[i]),
                     x_pos=int(final["x_pos"][i]),
                     clear=bool(final["flag_get"][i]),
+                    level=str(final["level"][i]) if "level" in final else self.run.env.level,
+                    restored=bool(final["restored"][i]) if "restored" in final else False,
                 )
             )
             self.episodes += 1
@@ -209,6 +264,7 @@ class ExperienceStream(IterableDataset):
             "policy_rng": self.policy.rng.bit_generator.state,
             "replay_rng": self.replay.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
+            "workers": self.worker_states(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -217,5 +273,6 @@ class ExperienceStream(IterableDataset):
         self.episodes = state["episodes"]
         self.policy.rng.bit_generator.state = state["policy_rng"]
         self.replay.rng.bit_generator.state = state["replay_rng"]
-        if "torch_rng" in state:  # checkpoints written before 2026-11-24 12:20 lack it
+        if "torch_rng" in state:  # the first checkpoints of the project lack it
             torch.set_rng_state(state["torch_rng"])
+        self._pending_workers = state.get("workers")

@@ -1,7 +1,8 @@
-"""From a level name to the uint8 frames the agent sees.
+"""From level names to the uint8 frames the agent sees.
 
-Per worker: gym-super-mario-bros level -> [classic reward] -> [jump release] -> JoypadSpace(actions) [-> frame tap]
--> skip + max-pool over gray frames -> resize to 84 [-> crop] -> [time limits] -> frame stack.
+Per worker: levels and start states (levels.py) -> [classic reward] -> [jump release]
+-> JoypadSpace(actions) [-> frame tap] -> skip + max-pool over gray frames -> resize to 84 [-> crop]
+-> [time limits] -> frame stack.
 Workers run in a Gymnasium vector env; observations stay uint8 until the network.
 """
 
@@ -12,7 +13,6 @@ from collections.abc import Callable
 from typing import Any, SupportsFloat
 
 import cv2
-import gym_super_mario_bros
 import gymnasium as gym
 import numpy as np
 from gym_super_mario_bros.actions import COMPLEX_MOVEMENT, RIGHT_ONLY, SIMPLE_MOVEMENT
@@ -22,6 +22,7 @@ from nes_py.nes_env import OBSERVATION_MODE_GRAYSCALE
 from nes_py.wrappers import JoypadSpace
 
 from mario_rl.config import EnvConfig
+from mario_rl.levels import LevelSet
 
 ACTION_SETS: dict[str, list[list[str]]] = {
     "right_only": RIGHT_ONLY,
@@ -31,7 +32,7 @@ ACTION_SETS: dict[str, list[list[str]]] = {
 
 # Keys of the emulator's info dict that training and evaluation read; the rest is dropped in
 # the worker so the vector env does not ship ~30 keys per step between processes.
-INFO_KEYS = ("x_pos", "flag_get", "time", "life", "world", "stage")
+INFO_KEYS = ("x_pos", "flag_get", "time", "life", "world", "stage", "level", "restored")
 
 CLASSIC_REWARD_CLIP = 15.0
 
@@ -43,12 +44,6 @@ RAM_FLOAT_STATE = 0x001D
 # Receives every NES frame (240x256x3 uint8, nes-py's shared screen buffer: copy to keep it),
 # that frame's reward and the emulator's full info dict.
 FrameSink = Callable[[np.ndarray, float, dict[str, Any]], None]
-
-
-def env_id(game: str, level: str) -> str:
-    """Gymnasium id of a single-stage level, e.g. ('smb', '1-1') -> 'SuperMarioBros-1-1-v0'."""
-    prefix = {"smb": "SuperMarioBros", "lost_levels": "SuperMarioBros2"}[game]
-    return f"{prefix}-{level}-v0"
 
 
 class ClassicReward(gym.Wrapper):
@@ -96,7 +91,6 @@ class JumpRelease(gym.Wrapper):
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        self._ram = env.unwrapped.ram
         self._held_on_ground = 0
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
@@ -108,7 +102,8 @@ class JumpRelease(gym.Wrapper):
         if self._held_on_ground >= 2:
             buttons &= ~BUTTON_A
         result = self.env.step(buttons)
-        held = buttons & BUTTON_A and self._ram[RAM_FLOAT_STATE] == 0
+        # Read through the env each frame: a LevelSet switches emulators (and their RAM) at reset.
+        held = buttons & BUTTON_A and self.env.unwrapped.ram[RAM_FLOAT_STATE] == 0
         self._held_on_ground = self._held_on_ground + 1 if held else 0
         return result
 
@@ -248,14 +243,36 @@ class SlimInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, self._slim(info)
 
 
+def level_set(cfg: EnvConfig, level: str | None = None, render_mode: str | None = None) -> LevelSet:
+    """The bottom of a worker's stack: the training levels, their sampling and start states; or,
+    with ``level``, that one level always from its start (evaluation and videos)."""
+    if level is not None:
+        return LevelSet(cfg.game, [level], frame_skip=cfg.frame_skip, render_mode=render_mode)
+    return LevelSet(
+        cfg.game,
+        cfg.training_levels,
+        sampling=cfg.level_sampling,
+        window=cfg.level_window,
+        floor=cfg.level_floor,
+        start_states=cfg.start_states,
+        start_state_prob=cfg.start_state_prob,
+        pool_size=cfg.start_state_pool,
+        lead=cfg.start_state_lead,
+        frame_skip=cfg.frame_skip,
+        render_mode=render_mode,
+    )
+
+
 def make_env(
     cfg: EnvConfig, level: str | None = None, render_mode: str | None = None, frame_sink: FrameSink | None = None
 ) -> gym.Env:
     """One worker's env: uint8 observations of shape (frame_stack, size, size).
 
-    ``frame_sink`` additionally receives every full-size NES frame (see FrameTap), for videos.
+    Without ``level`` it plays the training levels (``cfg.training_levels``) as configured; with
+    one, that level from its start, never from a start state. ``frame_sink`` additionally
+    receives every full-size NES frame (see FrameTap), for videos.
     """
-    env = gym_super_mario_bros.make(env_id(cfg.game, level or cfg.level), render_mode=render_mode)
+    env: gym.Env = level_set(cfg, level, render_mode)
     if cfg.reward == "classic":
         env = ClassicReward(env)
     if cfg.release_jump:

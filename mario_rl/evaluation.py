@@ -28,6 +28,7 @@ from torch import nn
 from mario_rl.config import ConfigError, EnvConfig, check_level, load_evaluate
 from mario_rl.envs import make_env
 from mario_rl.export import load_agent
+from mario_rl.levels import level_tag
 from mario_rl.policy import EpsilonGreedy
 from mario_rl.video import open_writer, replay
 
@@ -167,7 +168,7 @@ def _videos(
     roles: dict[int, list[str]] = {0: ["first"]}
     roles.setdefault(best_index(records), []).append("best")
     for i, names in roles.items():
-        path = out / "videos" / f"{level}_ep{i:02d}_{'-'.join(names)}.{video_format}"
+        path = out / "videos" / f"{level_tag(level)}_ep{i:02d}_{'-'.join(names)}.{video_format}"
         facts = save_video(env_cfg, level, records[i], path)
         log.info("video %s: %d NES frames, %.1f MB", path, facts["nes_frames"], facts["bytes"] / 1e6)
         yield {"level": level, "episode": i, "roles": names, "path": str(path.relative_to(out)), **facts}
@@ -184,7 +185,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if (out / f"{RESULTS}.json").exists():
         raise ConfigError(f"{out} already holds {RESULTS}.json; each evaluation writes to a new dir")
     run, net = load_agent(settings.ckpt_path)
-    levels = [str(level) for level in settings.levels or [run.env.level]]
+    levels = [str(level) for level in settings.levels or run.env.training_levels]
     for level in levels:
         check_level(run.env.game, level, key="env.level" if settings.env.level else "env.levels")
     out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from mario_rl.config import RunConfig
 from mario_rl.data import Episode, ExperienceStream
 from mario_rl.envs import num_actions
 from mario_rl.errors import NonFiniteLossError
+from mario_rl.levels import flag_fraction, level_tag
 from mario_rl.losses import double_dqn_loss
 from mario_rl.nets import NatureCNN
 from mario_rl.policy import EpsilonGreedy
@@ -59,6 +60,11 @@ class DQN(pl.LightningModule):
         self.stream: ExperienceStream | None = None
         self.synced_at = 0
         self.episodes: deque = deque(maxlen=episode_window)
+        # Per training level: its last episodes, and how many it has had (rollout/<level>/...).
+        self.level_episodes: dict[str, deque] = {
+            level: deque(maxlen=episode_window) for level in self.run.env.training_levels
+        }
+        self.level_counts: dict[str, int] = dict.fromkeys(self.run.env.training_levels, 0)
         self._pending_stream_state: dict[str, Any] | None = None
         self._replay_written: list[int] | None = None
         self._replay_saved_at = -1
@@ -144,7 +150,7 @@ class DQN(pl.LightningModule):
         env_steps = batch["env_steps"]
         stream = self.stream
         while stream is not None and stream.finished:
-            self.episodes.append(stream.finished.popleft())
+            self._remember(stream.finished.popleft())
         if (self.global_step + 1) % self.trainer.log_every_n_steps:
             # Lightning writes only every log_every_n_steps, on the condition above; a self.log call
             # costs ~0.8 ms, 3% of a seed_notebook step (py-spy, docs/BENCHMARKS.md).
@@ -167,12 +173,37 @@ class DQN(pl.LightningModule):
             self.log("rollout/x_pos", float(np.mean([e.x_pos for e in eps])))
             self.log("rollout/clear_rate", float(np.mean([e.clear for e in eps])))
             self.log("x_pos", float(eps[-1].x_pos), prog_bar=True, logger=False)
+        if len(self.level_episodes) > 1 or self.run.env.start_states != "off":
+            self._log_levels()
+
+    def _remember(self, episode: Episode) -> None:
+        self.episodes.append(episode)
+        if episode.level in self.level_episodes:
+            self.level_episodes[episode.level].append(episode)
+            self.level_counts[episode.level] += 1
+
+    def _log_levels(self) -> None:
+        """rollout/<level>/{x_pos, clear_rate, episodes[, progress]} over each level's recent episodes,
+        and the share of them that began from a start state."""
+        for level, recent in self.level_episodes.items():
+            tag = f"rollout/{level_tag(level)}"
+            self.log(f"{tag}/episodes", float(self.level_counts[level]))
+            if not recent:
+                continue
+            x_pos = float(np.mean([e.x_pos for e in recent]))
+            self.log(f"{tag}/x_pos", x_pos)
+            self.log(f"{tag}/clear_rate", float(np.mean([e.clear for e in recent])))
+            self.log(f"{tag}/restored", float(np.mean([e.restored for e in recent])))
+            if (progress := flag_fraction(level, x_pos)) is not None:
+                self.log(f"{tag}/progress", progress)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["synced_at"] = self.synced_at
         # The rollout/* means run over the last episodes: without them a resumed curve restarts
         # from one episode and jumps (a drop from 730 to 300 at a resume of the long 1-1 run).
         checkpoint["recent_episodes"] = [asdict(e) for e in self.episodes]
+        checkpoint["level_episodes"] = {level: [asdict(e) for e in d] for level, d in self.level_episodes.items()}
+        checkpoint["level_counts"] = dict(self.level_counts)
         if self.stream is None:
             return
         checkpoint["stream"] = self.stream.state_dict()
@@ -186,6 +217,10 @@ class DQN(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.synced_at = checkpoint.get("synced_at", 0)
         self.episodes.extend(Episode(**e) for e in checkpoint.get("recent_episodes", []))
+        for level, saved in checkpoint.get("level_episodes", {}).items():
+            if level in self.level_episodes:
+                self.level_episodes[level].extend(Episode(**e) for e in saved)
+                self.level_counts[level] = int(checkpoint.get("level_counts", {}).get(level, len(saved)))
         self._pending_stream_state = checkpoint.get("stream")
         if self._pending_stream_state is not None:
             # Lightning fetches one batch ahead of training, so the stream counted a batch

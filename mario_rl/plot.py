@@ -3,6 +3,7 @@
     python -m mario_rl.plot outputs/multirun/<date>/<time>/ --metric rollout/x_pos [--out curves.png]
     python -m mario_rl.plot RUN_A RUN_B --label default --label seed_notebook --metric eval/x_pos_mean \
         --max-steps 200000 --csv curves.csv
+    python -m mario_rl.plot RUN --metric eval/clear_rate --per-level   # eval/<level>/clear_rate, a curve per level
 
 The event files' step is the env step (module.py logs it as Lightning's "step"), so runs with
 different numbers of workers or update rates line up on the axis that compares them.
@@ -42,6 +43,7 @@ class Curves:
     mean: np.ndarray
     std: np.ndarray
     count: np.ndarray
+    metric: str = ""
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -142,7 +144,32 @@ def curves(root: Path, metric: str, max_steps: int | None = None, label: str | N
     filled = np.where(present, stack, 0.0)
     mean = filled.sum(axis=0) / count
     std = np.sqrt(np.where(present, (filled - mean) ** 2, 0.0).sum(axis=0) / count)
-    return Curves(runs, steps, mean, std, count)
+    return Curves(runs, steps, mean, std, count, metric)
+
+
+def logged_metrics(root: Path) -> set[str]:
+    """Every scalar tag the runs under ``root`` (or the ``--csv`` file ``root``) logged."""
+    if root.is_file():
+        return {row["metric"] for row in csv_rows(root)}
+    dirs = run_dirs(root)
+    if not dirs:
+        raise PlotError(f"no TensorBoard event files ({EVENTS_GLOB}) under {root}")
+    return {tag for d in dirs for tag in load_events(d).Tags()["scalars"]}
+
+
+def per_level_metrics(root: Path, metric: str) -> dict[str, str]:
+    """Level -> tag of ``metric`` logged per level: eval/x_pos_mean -> {'1-1': 'eval/1-1/x_pos_mean', ...}."""
+    prefix, _, name = metric.rpartition("/")
+    logged = logged_metrics(root)
+    found = {}
+    for tag in sorted(logged):
+        head, _, tail = tag.rpartition("/")
+        group, _, level = head.rpartition("/")
+        if tail == name and group == prefix and level:
+            found[level] = tag
+    if not found:
+        raise PlotError(f"no run under {root} logged {metric!r} per level ({prefix}/<level>/{name})")
+    return found
 
 
 def sources(root: Path, label: str | None) -> list[tuple[str, str | None]]:
@@ -161,11 +188,17 @@ COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:b
 
 
 def plot(
-    roots: list[Path], metric: str, out: Path, labels: list[str] | None = None, max_steps: int | None = None
+    roots: list[Path],
+    metric: str,
+    out: Path,
+    labels: list[str] | None = None,
+    max_steps: int | None = None,
+    per_level: bool = False,
 ) -> dict[str, Curves]:
     """Draw each curve's runs faintly, their mean boldly and mean +- std shaded, one colour per
     curve (see ``sources``), to a PNG at ``out``: one root is a run or a sweep, several are
-    configs side by side."""
+    configs side by side. ``per_level`` draws ``metric``'s per-level form (``eval/<level>/...``),
+    a curve per level and source."""
     labels = labels or [None] * len(roots)
     if len(labels) != len(roots):
         raise PlotError(f"{len(labels)} --label for {len(roots)} run dirs; give one per dir or none")
@@ -173,10 +206,21 @@ def plot(
         raise PlotError(f"--max-steps must be a positive number of env steps, got {max_steps}")
     groups: dict[str, Curves] = {}
     for root, label in zip(roots, labels, strict=True):
+        tags = per_level_metrics(root, metric) if per_level else {"": metric}
+        drawn = len(groups)
         for name, kept in sources(root, label):
-            if name in groups:
-                raise PlotError(f"two curves are named {name!r}; give each dir a --label")
-            groups[name] = curves(root, metric, max_steps, kept)
+            for level, tag in tags.items():
+                curve = f"{name} {level}" if len(roots) > 1 and level else level or name
+                if curve in groups:
+                    raise PlotError(f"two curves are named {curve!r}; give each dir a --label")
+                try:
+                    groups[curve] = curves(root, tag, max_steps, kept)
+                except PlotError:
+                    # A per-level CSV keeps each level under its own label: other pairs are empty.
+                    if not per_level or kept is None:
+                        raise
+        if len(groups) == drawn:
+            raise PlotError(f"nothing to draw from {root} for {metric!r}")
     fig = Figure(figsize=(8, 4.5), dpi=120)
     ax = fig.add_subplot()
     for (label, data), color in zip(groups.items(), itertools.cycle(COLORS)):
@@ -201,7 +245,7 @@ def write_csv(groups: dict[str, Curves], metric: str, path: Path) -> int:
     """Every drawn point, one row each (``CSV_HEADER``), so ``path`` can later be plotted in
     place of the event files; returns the number of points."""
     rows = [
-        (label, run, metric, f"{step:.0f}", repr(float(value)))
+        (label, run, data.metric or metric, f"{step:.0f}", repr(float(value)))
         for label, data in groups.items()
         for run, (steps, values) in data.runs.items()
         for step, value in zip(steps, values, strict=True)
@@ -224,11 +268,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--max-steps", type=int, help="draw only points at or before this env step (default: all)")
     parser.add_argument("--csv", type=Path, help="also write the drawn points to this CSV, which can be plotted later")
+    parser.add_argument(
+        "--per-level", action="store_true", help="a curve per level of the metric's per-level form (eval/<level>/...)"
+    )
     args = parser.parse_args(argv)
     first = args.roots[0]
     out = args.out or (first.parent if first.is_file() else first) / f"{args.metric.replace('/', '_')}.png"
     try:
-        groups = plot(args.roots, args.metric, out, args.label, args.max_steps)
+        groups = plot(args.roots, args.metric, out, args.label, args.max_steps, args.per_level)
     except PlotError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -15,6 +15,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from mario_rl.checkpointing import continue_in, load_checkpoint, resolve_ckpt_path, resumed_run, run_dir_of, save_last
 from mario_rl.config import RunConfig, load
 from mario_rl.errors import RunError
+from mario_rl.levels import pool_nbytes
 from mario_rl.module import DQN, run_dict
 from mario_rl.replay import replay_nbytes
 
@@ -51,6 +52,15 @@ def train(cfg: DictConfig, run: RunConfig | None = None, overrides: Sequence[str
         replay_nbytes(1, (frame, frame)),
         replay_nbytes(run.replay.capacity, (frame, frame)) / 1e9,
     )
+    if run.env.start_states != "off":
+        levels = len(run.env.training_levels)
+        log.info(
+            "start states: at most %d per level and worker, %d levels x %d workers = %.2f GB of RAM when full",
+            run.env.start_state_pool,
+            levels,
+            run.env.num_envs,
+            pool_nbytes(levels, run.env.start_state_pool, run.env.num_envs) / 1e9,
+        )
     module = DQN(run_dict(run), replay_dir=str(out / "checkpoints" / "replay"))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]

@@ -163,7 +163,7 @@ def mario_heights(release_jump: bool, steps: int) -> list[int]:
     for _ in range(steps):
         _, _, terminated, _, _ = env.step(2)  # right_only: right + A
         assert not terminated
-        heights.append(env.unwrapped._y_position)
+        heights.append(env.unwrapped.nes._y_position)  # the current level's emulator
     env.close()
     return heights
 
