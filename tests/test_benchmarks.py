@@ -63,3 +63,15 @@ def test_train_variants_reads_a_name_and_its_overrides():
     for bad in ("plain", "=agent.dueling=false"):
         with pytest.raises(argparse.ArgumentTypeError, match=r"a variant is name=override\[,override\.\.\.\], got"):
             parse_variant(bad)
+
+
+def test_levels_script_prints_the_cost_of_a_level_switch_and_of_start_states():
+    cmd = [sys.executable, "benchmarks/levels.py", "--resets=5", "--snapshots=20", "--prefix-frames=120"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["switch_over_same"] == pytest.approx(
+        figures["reset_switch_level_ms"] / figures["reset_same_level_ms"], rel=0.05, abs=0.01
+    )
+    assert figures["first_build_of_a_level_ms"] > figures["reset_switch_level_ms"] > 0
+    assert figures["prefix_replay_nes_frames_per_s"] > 0 and figures["snapshot_bytes"] > 0
