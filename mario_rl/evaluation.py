@@ -83,8 +83,8 @@ def play_episode(env: gym.Env, net: nn.Module, epsilon: float, seed: int) -> Epi
 
 @contextmanager
 def one_torch_thread() -> Iterator[None]:
-    """Batch-1 forwards run fastest on one thread: 0.7 ms here against 28 ms on two threads while a
-    training run kept both cores busy. The caller's thread count comes back after."""
+    """Batch-1 forwards run fastest on one thread: on two, each op waits for the thread that a
+    busy core (a training run, env workers) pre-empted. The caller's thread count comes back after."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -152,8 +152,8 @@ class DQN(pl.LightningModule):
         while stream is not None and stream.finished:
             self._remember(stream.finished.popleft())
         if (self.global_step + 1) % self.trainer.log_every_n_steps:
-            # Lightning writes only every log_every_n_steps, on the condition above; a self.log call
-            # costs ~0.8 ms, 3% of a seed_notebook step (py-spy, docs/BENCHMARKS.md).
+            # Lightning writes only every log_every_n_steps, on the condition above; the self.log calls
+            # it would drop cost a few percent of a seed_notebook step (docs/BENCHMARKS.md).
             return
         # Lightning uses a logged "step" as the x-axis of every logger: env steps, as in papers.
         self.log("step", float(env_steps))
@@ -199,8 +199,8 @@ class DQN(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["synced_at"] = self.synced_at
-        # The rollout/* means run over the last episodes: without them a resumed curve restarts
-        # from one episode and jumps (a drop from 730 to 300 at a resume of the long 1-1 run).
+        # The rollout/* means run over the last episodes: without them a resumed curve would
+        # restart from one episode and jump.
         checkpoint["recent_episodes"] = [asdict(e) for e in self.episodes]
         checkpoint["level_episodes"] = {level: [asdict(e) for e in d] for level, d in self.level_episodes.items()}
         checkpoint["level_counts"] = dict(self.level_counts)
@@ -241,8 +241,8 @@ class DQN(pl.LightningModule):
 def adam_kernel(precision: str) -> dict[str, bool]:
     """Adam's keyword arguments for a Lightning precision: the fused kernel where Lightning allows it.
 
-    The fused kernel took an Adam step in 4 ms here against 21 ms for the multi-tensor (foreach)
-    one, and more for torch's per-tensor default on CPU: ~15% of an fp32 update. Lightning
+    On CPU the fused kernel takes an Adam step several times faster than the multi-tensor
+    (foreach) one, which beats torch's per-tensor default (docs/BENCHMARKS.md). Lightning
     refuses to clip gradients for a fused optimizer under mixed precision, so there it is foreach.
     """
     fused = "mixed" not in precision
