@@ -10,10 +10,12 @@ from __future__ import annotations
 import copy
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -21,9 +23,9 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from mario_rl.augment import random_shift
-from mario_rl.config import RunConfig
+from mario_rl.config import EnvConfig, RunConfig
 from mario_rl.data import Episode, ExperienceStream
-from mario_rl.envs import num_actions
+from mario_rl.envs import make_vector_env, num_actions
 from mario_rl.errors import NonFiniteLossError
 from mario_rl.levels import flag_fraction, level_tag
 from mario_rl.losses import double_dqn_loss
@@ -46,13 +48,25 @@ def run_config_from(hparams: dict[str, Any]) -> RunConfig:
 
 
 class DQN(pl.LightningModule):
-    """Double DQN with SmoothL1 loss and a target net synced every ``agent.target_sync`` env steps."""
+    """Double DQN with SmoothL1 loss and a target net synced every ``agent.target_sync`` env steps.
 
-    def __init__(self, run: dict[str, Any], replay_dir: str | None = None, episode_window: int = 20):
+    ``make_envs`` builds the training stream's vector env from the run's env config (the Mario
+    workers by default; see ExperienceStream for what another env must provide). It is not a
+    hyperparameter: a checkpoint keeps the run config, not the factory.
+    """
+
+    def __init__(
+        self,
+        run: dict[str, Any],
+        replay_dir: str | None = None,
+        episode_window: int = 20,
+        make_envs: Callable[[EnvConfig], gym.vector.VectorEnv] = make_vector_env,
+    ):
         super().__init__()
         self.save_hyperparameters({"run": run})
         self.run = run_config_from(self.hparams)
         self.replay_dir = Path(replay_dir) if replay_dir else None
+        self.make_envs = make_envs
         env, agent = self.run.env, self.run.agent
         self.num_actions = num_actions(env.actions)
         self.online = NatureCNN(env.frame_stack, self.num_actions, env.frame_size, agent.dueling)
@@ -75,7 +89,7 @@ class DQN(pl.LightningModule):
     def train_dataloader(self) -> DataLoader:
         if self.stream is None:
             policy = EpsilonGreedy(self.online, self.num_actions, seed=self.run.seed)
-            self.stream = ExperienceStream(self.run, policy)
+            self.stream = ExperienceStream(self.run, policy, self.make_envs)
             if self._pending_stream_state is not None:
                 self.stream.load_state_dict(self._pending_stream_state)
                 if self.run.replay.save and self.replay_dir and (self.replay_dir / "meta.json").exists():
