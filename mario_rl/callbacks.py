@@ -22,7 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 from mario_rl.config import ConfigError, EnvConfig, RunConfig, check_level, updates_per
 from mario_rl.evaluation import EpisodeRecord, best_index, play_level, summarize
 from mario_rl.levels import flag_fraction, level_tag
-from mario_rl.video import NES_SIZE, GifWriter, replay
+from mario_rl.video import NES_SIZE, GifWriter, record_episode
 
 # Summary keys logged as eval/<key>: over every evaluation episode, and per level when there are several.
 METRICS = ("return_mean", "x_pos_mean", "clear_rate", "length_mean", "steps_per_s")
@@ -159,5 +159,5 @@ class Evaluation(pl.Callback):
         writer = tensorboard(trainer)
         if self.video and writer is not None:
             gif = io.BytesIO()
-            replay(self.env_config(run), run.env.level, best.seed, best.actions, GifWriter(gif))
+            record_episode(self.env_config(run), run.env.level, best.seed, best.actions, GifWriter(gif))
             add_gif(writer, "eval/video", gif.getvalue(), env_steps)

@@ -122,7 +122,7 @@ class ExperienceStream(IterableDataset):
             self._set_worker_states(self._pending_workers)
             self._pending_workers = None
         self.obs, _ = self.envs.reset(seed=self.run.seed + self.episodes)
-        self.replay.interrupt()
+        self.replay.truncate_episodes()
         self.replay.start(self.obs[:, -1])
         self._returns[:] = 0
         self._lengths[:] = 0

@@ -30,7 +30,7 @@ from mario_rl.envs import make_env
 from mario_rl.export import load_agent
 from mario_rl.levels import level_tag
 from mario_rl.policy import EpsilonGreedy
-from mario_rl.video import open_writer, replay
+from mario_rl.video import open_writer, record_episode
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ COLUMNS = {  # summary key -> markdown header and format
 
 @dataclass
 class EpisodeRecord:
-    """One played episode; ``actions`` let it be replayed for a video."""
+    """One played episode; ``actions`` let it be played again for a video."""
 
     seed: int
     episode_return: float
@@ -130,14 +130,14 @@ def best_index(records: list[EpisodeRecord]) -> int:
 
 
 def save_video(env_cfg: EnvConfig, level: str, record: EpisodeRecord, path: Path) -> dict[str, Any]:
-    """Replay ``record`` into a video at ``path`` (GIF or MP4 by suffix), checking the replay matches."""
+    """Play ``record`` again into a video at ``path`` (GIF or MP4 by suffix), checking it is the same episode."""
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = open_writer(path)
-    seen = replay(env_cfg, level, record.seed, record.actions, writer)
+    seen = record_episode(env_cfg, level, record.seed, record.actions, writer)
     if (seen.length, seen.x_pos) != (record.length, record.x_pos) or not math.isclose(
         seen.episode_return, record.episode_return, abs_tol=1e-6
     ):
-        raise RuntimeError(f"the replay of {level} seed {record.seed} for {path} diverged: {seen} vs {record}")
+        raise RuntimeError(f"the second play of {level} seed {record.seed} for {path} diverged: {seen} vs {record}")
     return {"nes_frames": seen.nes_frames, "video_frames": writer.frames, "bytes": path.stat().st_size}
 
 

@@ -1,8 +1,9 @@
 """Videos of played episodes: every NES frame at full size, with level, step, return and x_pos overlaid.
 
 Episodes are played without recording (fast, no frames held in memory) and the ones worth
-watching are replayed afterwards from their recorded actions: the emulator is deterministic,
-so the replay is the same episode, now with a FrameTap feeding a writer frame by frame.
+watching are played again afterwards from their recorded actions: the emulator is
+deterministic, so the second play is the same episode, now with a FrameTap feeding a writer
+frame by frame.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class Overlay:
 
 @dataclass
 class Replayed:
-    """What the replay saw, to check it against the episode as first played."""
+    """What the second play saw, to check it against the episode as first played."""
 
     episode_return: float
     length: int
@@ -135,7 +136,7 @@ class Replayed:
     nes_frames: int
 
 
-def replay(env_cfg: EnvConfig, level: str, seed: int, actions: Sequence[int], writer: VideoWriter) -> Replayed:
+def record_episode(env_cfg: EnvConfig, level: str, seed: int, actions: Sequence[int], writer: VideoWriter) -> Replayed:
     """Play ``actions`` again from a reset with ``seed``, every NES frame into ``writer`` (closed at the end)."""
     overlay = Overlay(level, env_cfg.frame_skip, writer)
     env = make_env(env_cfg, level, frame_sink=overlay)

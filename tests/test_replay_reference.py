@@ -103,7 +103,7 @@ class Reference:
 
     def restart(self, buf: ReplayBuffer) -> None:
         """Every worker starts a new episode, as after a resume; a running one ends as a time-out."""
-        buf.interrupt()
+        buf.truncate_episodes()
         for w in range(buf.num_envs):
             ep = self.episodes[w][-1]
             if ep.actions and not ep.ended:
