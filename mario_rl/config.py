@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mario_rl.errors import UserError
+
 GAMES = ("smb", "lost_levels")
 ACTIONS = ("right_only", "simple", "complex")
 REWARDS = ("classic", "package")
@@ -53,7 +55,7 @@ OmegaConf.register_new_resolver("updates_per", updates_per, replace=True)
 OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A user-facing configuration mistake; its message is the one line to print."""
 
 

@@ -19,6 +19,8 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from mario_rl.errors import UserError, user_errors_exit
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 README = ROOT / "README.md"
@@ -143,7 +145,7 @@ def render(readme: str) -> str:
     for name in ENTRY_CONFIGS:
         start, end = markers(name)
         if readme.count(start) != 1 or readme.count(end) != 1:
-            raise ValueError(f"README.md needs exactly one {start} and one {end} line")
+            raise UserError(f"README.md needs exactly one {start} and one {end} line")
         head, rest = readme.split(start + "\n", 1)
         _, tail = rest.split(end, 1)
         readme = f"{head}{start}\n{table(name)}{end}{tail}"
@@ -156,11 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if the README is out of date")
     args = parser.parse_args(argv)
     current = args.readme.read_text()
-    try:
+    with user_errors_exit():
         wanted = render(current)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     if args.check:
         if wanted != current:
             print(f"{args.readme}: the configuration reference is out of date; run python -m mario_rl.config_reference")
