@@ -20,7 +20,8 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from mario_rl.config import ConfigError, EnvConfig, RunConfig, check_level, updates_per
-from mario_rl.evaluation import EpisodeRecord, best_index, play_level, summarize
+from mario_rl.episodes import Episode
+from mario_rl.evaluation import best_index, play_level, summarize
 from mario_rl.levels import flag_fraction, level_tag
 from mario_rl.video import NES_SIZE, GifWriter, record_episode
 
@@ -124,7 +125,7 @@ class Evaluation(pl.Callback):
             stuck_patience=self.stuck_patience or run.env.stuck_patience,
         )
 
-    def play(self, run: RunConfig, net: nn.Module) -> tuple[dict[str, float], EpisodeRecord]:
+    def play(self, run: RunConfig, net: nn.Module) -> tuple[dict[str, float], Episode]:
         """Play the evaluation episodes: their metrics, and the best episode of the training level."""
         played = {
             level: play_level(self.env_config(run), level, net, self.episodes, self.epsilon, self.seed)

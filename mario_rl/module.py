@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader
 
 from mario_rl.augment import random_shift
 from mario_rl.config import EnvConfig, RunConfig
-from mario_rl.data import Episode, ExperienceStream
+from mario_rl.data import ExperienceStream
 from mario_rl.envs import make_vector_env, num_actions
+from mario_rl.episodes import Episode
 from mario_rl.errors import NonFiniteLossError
 from mario_rl.levels import flag_fraction, level_tag
 from mario_rl.losses import double_dqn_loss
