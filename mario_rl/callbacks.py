@@ -109,7 +109,7 @@ class Evaluation(pl.Callback):
         self.video = video
         self.seed = seed
 
-    def levels(self, run: RunConfig) -> list[str]:
+    def levels_to_play(self, run: RunConfig) -> list[str]:
         """The training levels first, then the extra ones."""
         return list(dict.fromkeys([*run.env.training_levels, *self.extra_levels]))
 
@@ -129,7 +129,7 @@ class Evaluation(pl.Callback):
         """Play the evaluation episodes: their metrics, and the best episode of the training level."""
         played = {
             level: play_level(self.env_config(run), level, net, self.episodes, self.epsilon, self.seed)
-            for level in self.levels(run)
+            for level in self.levels_to_play(run)
         }
         groups = {"eval": [r for records, _ in played.values() for r in records]}
         if len(played) > 1:

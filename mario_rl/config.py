@@ -149,12 +149,12 @@ class EvaluateConfig:
     env: EvaluateLevels = field(default_factory=EvaluateLevels)
 
     @property
-    def levels(self) -> list[str] | None:
+    def requested_levels(self) -> list[str] | None:
         """The levels asked for, or None for the checkpoint's training level."""
         return [self.env.level] if self.env.level else self.env.levels
 
 
-def levels(game: str) -> list[str]:
+def game_levels(game: str) -> list[str]:
     """Every single-stage level of a game, e.g. ['1-1', ..., '8-4']."""
     return [f"{w}-{s}" for w in WORLDS[game] for s in "1234"]
 
@@ -178,7 +178,7 @@ def check_level(game: str, level: str, key: str = "env.level") -> None:
     own, stage = level.split(":", 1) if ":" in level else (game, level)
     if own not in GAMES:
         raise ConfigError(f"{key}={level!r} names no game; use W-S, or <game>:W-S with game one of {', '.join(GAMES)}")
-    if not re.fullmatch(r"[0-9A-D]-[1-4]", stage) or stage not in levels(own):
+    if not re.fullmatch(r"[0-9A-D]-[1-4]", stage) or stage not in game_levels(own):
         worlds = WORLDS[own]
         raise ConfigError(
             f"{key}={level!r} is not a level of {own}; use W-S with W in {worlds[0]}..{worlds[-1]} "
@@ -320,8 +320,8 @@ def load_evaluate(cfg: DictConfig) -> EvaluateConfig:
     repeated = settings.env.levels and len(set(settings.env.levels)) < len(settings.env.levels)
     _check(
         "env.levels",
-        settings.levels is None or (len(settings.levels) >= 1 and not repeated),
+        settings.requested_levels is None or (len(settings.requested_levels) >= 1 and not repeated),
         "a non-empty list of distinct levels",
-        settings.levels,
+        settings.requested_levels,
     )
     return settings

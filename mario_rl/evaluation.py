@@ -185,7 +185,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if (out / f"{RESULTS}.json").exists():
         raise ConfigError(f"{out} already holds {RESULTS}.json; each evaluation writes to a new dir")
     run, net = load_agent(settings.ckpt_path)
-    levels = [str(level) for level in settings.levels or run.env.training_levels]
+    levels = [str(level) for level in settings.requested_levels or run.env.training_levels]
     for level in levels:
         check_level(run.env.game, level, key="env.level" if settings.env.level else "env.levels")
     out.mkdir(parents=True, exist_ok=True)
