@@ -79,19 +79,21 @@ class Evaluation(pl.Callback):
     x is known, all against env steps; and a GIF of the first training level's best episode as
     eval/video. The period is counted in gradient updates
     like the checkpoints' (``updates_per``), so a ModelCheckpoint monitoring eval/x_pos_mean with
-    the same period sees each new value in the batch it was measured.
+    the same period sees each new value in the batch it was measured. Every setting is
+    ``callbacks.eval.*``, with its default in conf/callbacks/default.yaml.
     """
 
     def __init__(
         self,
-        every: int = 50_000,
-        episodes: int = 5,
-        epsilon: float = 0.05,
-        levels: list[str] | None = None,
-        max_episode_steps: int | None = None,
-        stuck_patience: int | None = None,
-        video: bool = True,
-        seed: int = 0,
+        *,
+        every: int,
+        episodes: int,
+        epsilon: float,
+        levels: list[str] | None,
+        max_episode_steps: int | None,
+        stuck_patience: int | None,
+        video: bool,
+        seed: int,
     ):
         for key, value, ok in (
             ("every", every, every >= 1),
