@@ -19,11 +19,10 @@ import gymnasium as gym
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from mario_rl.augment import random_shift
-from mario_rl.config import EnvConfig, RunConfig
+from mario_rl.config import EnvConfig, RunConfig, default_run
 from mario_rl.data import ExperienceStream
 from mario_rl.envs import make_vector_env, num_actions
 from mario_rl.episodes import Episode
@@ -39,13 +38,14 @@ log = logging.getLogger(__name__)
 def run_config_from(hparams: dict[str, Any]) -> RunConfig:
     """Rebuild the typed RunConfig saved in a checkpoint's hyperparameters.
 
-    A file saved before ``env.release_jump`` existed was trained on the raw pad, so it gets
-    ``false``, not today's default: its agent then plays as it learned.
+    A key the file lacks gets its default from conf/. Except one: a file saved before
+    ``env.release_jump`` existed was trained on the raw pad, so it gets ``false``, not today's
+    default: its agent then plays as it learned.
     """
-    run = OmegaConf.merge(OmegaConf.structured(RunConfig), hparams["run"])
+    run = default_run(**hparams["run"])
     if "release_jump" not in hparams["run"].get("env", {}):
         run.env.release_jump = False
-    return OmegaConf.to_object(run)  # type: ignore[return-value]
+    return run
 
 
 class DQN(pl.LightningModule):

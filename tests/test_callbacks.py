@@ -12,7 +12,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mario_rl.callbacks import Evaluation, side_by_side
-from mario_rl.config import AgentConfig, ConfigError, EnvConfig, ReplayConfig, RunConfig
+from mario_rl.config import ConfigError, RunConfig, default_run
 from mario_rl.module import DQN, run_dict
 from tests.conftest import compose_train
 
@@ -66,10 +66,10 @@ def test_side_by_side_puts_the_frames_in_a_row_oldest_first():
 
 
 def tiny_run() -> RunConfig:
-    return RunConfig(
-        env=EnvConfig(num_envs=1, vector="sync", max_episode_steps=15),
-        agent=AgentConfig(learning_starts=16, batch_size=4, epsilon_decay_steps=100),
-        replay=ReplayConfig(capacity=200, save=False),
+    return default_run(
+        env=dict(num_envs=1, vector="sync", max_episode_steps=15),
+        agent=dict(learning_starts=16, batch_size=4, epsilon_decay_steps=100),
+        replay=dict(capacity=200, save=False),
         env_steps=1_000,
     )
 
