@@ -6,24 +6,20 @@ outputs/evaluate/<date>/<time>/ and prints the table.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from mario_rl.config import ConfigError, load_evaluate
+from mario_rl.config import load_evaluate
+from mario_rl.errors import user_errors_exit
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
+    with user_errors_exit():
         load_evaluate(cfg)  # fail on a bad value in a second, before torch is even imported
         from mario_rl.evaluation import evaluate, markdown
 
         results = evaluate(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(markdown(results["summary"]), end="")
 
 

@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mario_rl.config import AgentConfig, auto_precision  # noqa: E402
+from mario_rl.config import auto_precision, default_run  # noqa: E402
 from mario_rl.losses import double_dqn_loss  # noqa: E402
 from mario_rl.module import adam_kernel  # noqa: E402
 from mario_rl.nets import NatureCNN  # noqa: E402
@@ -33,7 +33,7 @@ def updates_per_s(
 ) -> float:
     """Updates/s of batch 32 for one learner variant; None means the default config's choice."""
     torch.set_num_threads(threads)
-    agent = AgentConfig()
+    agent = default_run().agent
     dueling = agent.dueling if dueling is None else dueling
     kernel = adam_kernel(precision) if fused_adam is None else {"fused": fused_adam, "foreach": not fused_adam}
     online, target = NatureCNN(4, 5, dueling=dueling), NatureCNN(4, 5, dueling=dueling)

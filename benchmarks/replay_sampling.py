@@ -25,16 +25,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mario_rl.config import AgentConfig, EnvConfig, ReplayConfig  # noqa: E402
+from mario_rl.config import default_run  # noqa: E402
 from mario_rl.replay import ReplayBuffer  # noqa: E402
 
 
 def filled(prioritized: bool, capacity: int) -> ReplayBuffer:
     """A full buffer of the default shape; episodes of 200 steps; random priorities when prioritized."""
-    env, agent = EnvConfig(), AgentConfig()
+    run = default_run()
+    env, agent = run.env, run.agent
     buf = ReplayBuffer(
         capacity, env.num_envs, (env.frame_size,) * 2, env.frame_stack, agent.n_step, agent.gamma, seed=0,
-        prioritized=prioritized, priority_alpha=ReplayConfig().priority_alpha,
+        prioritized=prioritized, priority_alpha=run.replay.priority_alpha,
     )  # fmt: skip
     n = env.num_envs
     frames = np.full((n, env.frame_size, env.frame_size), 7, dtype=np.uint8)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import learner, notebook_loop  # noqa: E402
-from mario_rl.config import EnvConfig, auto_precision  # noqa: E402
+from mario_rl.config import auto_precision, default_run  # noqa: E402
 from mario_rl.envs import make_vector_env  # noqa: E402
 from mario_rl.replay import ReplayBuffer  # noqa: E402
 from mario_rl.throughput import peak_rss_mb  # noqa: E402
@@ -50,7 +50,7 @@ def replay_figures() -> dict[str, float]:
 
 def env_only(seconds: float) -> float:
     """Env steps/s of the default vector env (4 worker processes) under random actions."""
-    envs = make_vector_env(EnvConfig())
+    envs = make_vector_env(default_run().env)
     envs.reset(seed=0)
     rng = np.random.default_rng(0)
     for _ in range(10):  # warm-up

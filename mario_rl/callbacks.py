@@ -20,9 +20,10 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from mario_rl.config import ConfigError, EnvConfig, RunConfig, check_level, updates_per
-from mario_rl.evaluation import EpisodeRecord, best_index, play_level, summarize
+from mario_rl.episodes import Episode
+from mario_rl.evaluation import best_index, play_level, summarize
 from mario_rl.levels import flag_fraction, level_tag
-from mario_rl.video import NES_SIZE, GifWriter, replay
+from mario_rl.video import NES_SIZE, GifWriter, record_episode
 
 # Summary keys logged as eval/<key>: over every evaluation episode, and per level when there are several.
 METRICS = ("return_mean", "x_pos_mean", "clear_rate", "length_mean", "steps_per_s")
@@ -78,19 +79,21 @@ class Evaluation(pl.Callback):
     x is known, all against env steps; and a GIF of the first training level's best episode as
     eval/video. The period is counted in gradient updates
     like the checkpoints' (``updates_per``), so a ModelCheckpoint monitoring eval/x_pos_mean with
-    the same period sees each new value in the batch it was measured.
+    the same period sees each new value in the batch it was measured. Every setting is
+    ``callbacks.eval.*``, with its default in conf/callbacks/default.yaml.
     """
 
     def __init__(
         self,
-        every: int = 50_000,
-        episodes: int = 5,
-        epsilon: float = 0.05,
-        levels: list[str] | None = None,
-        max_episode_steps: int | None = None,
-        stuck_patience: int | None = None,
-        video: bool = True,
-        seed: int = 0,
+        *,
+        every: int,
+        episodes: int,
+        epsilon: float,
+        levels: list[str] | None,
+        max_episode_steps: int | None,
+        stuck_patience: int | None,
+        video: bool,
+        seed: int,
     ):
         for key, value, ok in (
             ("every", every, every >= 1),
@@ -108,7 +111,7 @@ class Evaluation(pl.Callback):
         self.video = video
         self.seed = seed
 
-    def levels(self, run: RunConfig) -> list[str]:
+    def levels_to_play(self, run: RunConfig) -> list[str]:
         """The training levels first, then the extra ones."""
         return list(dict.fromkeys([*run.env.training_levels, *self.extra_levels]))
 
@@ -124,11 +127,11 @@ class Evaluation(pl.Callback):
             stuck_patience=self.stuck_patience or run.env.stuck_patience,
         )
 
-    def play(self, run: RunConfig, net: nn.Module) -> tuple[dict[str, float], EpisodeRecord]:
+    def play(self, run: RunConfig, net: nn.Module) -> tuple[dict[str, float], Episode]:
         """Play the evaluation episodes: their metrics, and the best episode of the training level."""
         played = {
             level: play_level(self.env_config(run), level, net, self.episodes, self.epsilon, self.seed)
-            for level in self.levels(run)
+            for level in self.levels_to_play(run)
         }
         groups = {"eval": [r for records, _ in played.values() for r in records]}
         if len(played) > 1:
@@ -159,5 +162,5 @@ class Evaluation(pl.Callback):
         writer = tensorboard(trainer)
         if self.video and writer is not None:
             gif = io.BytesIO()
-            replay(self.env_config(run), run.env.level, best.seed, best.actions, GifWriter(gif))
+            record_episode(self.env_config(run), run.env.level, best.seed, best.actions, GifWriter(gif))
             add_gif(writer, "eval/video", gif.getvalue(), env_steps)

@@ -109,8 +109,8 @@ def resumed_run(ckpt: dict[str, Any], cfg: DictConfig, overrides: Sequence[str])
 def continue_in(cfg: DictConfig, run: RunConfig) -> None:
     """Write the resumed run's config into ``cfg``, so what interpolates it (the checkpoint and
     evaluation cadence in ``conf/callbacks``) follows the run, not this command's defaults: a
-    resumed ``experiment=seed_notebook`` run saves every 10,000 env steps as configured, where
-    it used to save every 6,250 (the defaults' 25,000 over their train_every of 4)."""
+    resumed ``experiment=seed_notebook`` run saves every 10,000 env steps as configured, not
+    every 25,000 env steps of the defaults."""
     with open_dict(cfg):
         for key, value in run_dict(run).items():
             cfg[key] = value

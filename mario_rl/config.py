@@ -1,6 +1,7 @@
 """Typed, validated view of the Hydra config.
 
-The YAML files in conf/ are the interface; these dataclasses are their schema. ``load`` runs
+The YAML files in conf/ are the interface and hold every default; these dataclasses are their
+schema and hold none (``yaml_defaults``). ``load`` runs
 once at start-up, before any env or network exists, and turns every bad value into a
 ConfigError whose one-line message names the key and what is allowed.
 """
@@ -8,10 +9,14 @@ ConfigError whose one-line message names the key and what is allowed.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from mario_rl.errors import UserError
 
 GAMES = ("smb", "lost_levels")
 ACTIONS = ("right_only", "simple", "complex")
@@ -53,33 +58,58 @@ OmegaConf.register_new_resolver("updates_per", updates_per, replace=True)
 OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A user-facing configuration mistake; its message is the one line to print."""
+
+
+# The one place defaults live: the YAML files, as conf/train.yaml and conf/evaluate.yaml compose them.
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def yaml_defaults(entry: str) -> DictConfig:
+    """The defaults of entry config ``entry`` (``train`` or ``evaluate``) as conf/ holds them: the
+    entry file's own keys and, under their group's name, those of the group files its defaults
+    list picks (``env: mario`` -> conf/env/mario.yaml). Interpolations stay unresolved.
+
+    The dataclasses below are the schema of these values and hold none of their own, so a
+    default changed in YAML is the default everywhere: in a run, in a checkpoint saved before a
+    key existed, and in tests that build configs through ``default_run``.
+    """
+    plain = OmegaConf.to_container(OmegaConf.load(CONF / f"{entry}.yaml"), resolve=False)
+    merged = OmegaConf.create({key: value for key, value in plain.items() if key != "defaults"})
+    for item in plain.get("defaults", []):
+        if not isinstance(item, dict):  # _self_
+            continue
+        ((group, choice),) = item.items()
+        path = CONF / group / f"{choice}.yaml"
+        if choice is not None and path.is_file():
+            merged = OmegaConf.merge(merged, {group: OmegaConf.load(path)})
+    return merged
 
 
 @dataclass
 class EnvConfig:
-    game: str = "smb"
-    level: str = "1-1"
-    levels: list[str] | None = None
-    level_sampling: str = "uniform"
-    level_window: int = 20
-    level_floor: float = 0.1
-    start_states: str = "off"
-    start_state_prob: float = 0.5
-    start_state_pool: int = 16
-    start_state_lead: int = 40
-    actions: str = "right_only"
-    reward: str = "classic"
-    frame_skip: int = 4
-    frame_stack: int = 4
-    frame_size: int = 84
-    crop: bool = False
-    max_episode_steps: int | None = None
-    stuck_patience: int | None = 150
-    release_jump: bool = True
-    num_envs: int = 4
-    vector: str = "async"
+    game: str
+    level: str
+    levels: list[str] | None
+    level_sampling: str
+    level_window: int
+    level_floor: float
+    start_states: str
+    start_state_prob: float
+    start_state_pool: int
+    start_state_lead: int
+    actions: str
+    reward: str
+    frame_skip: int
+    frame_stack: int
+    frame_size: int
+    crop: bool
+    max_episode_steps: int | None
+    stuck_patience: int | None
+    release_jump: bool
+    num_envs: int
+    vector: str
 
     @property
     def training_levels(self) -> list[str]:
@@ -89,70 +119,70 @@ class EnvConfig:
 
 @dataclass
 class AgentConfig:
-    gamma: float = 0.9
-    lr: float = 2.5e-4
-    adam_eps: float = 1.5e-4
-    grad_clip_norm: float | None = 10.0
-    batch_size: int = 32
-    train_every: int = 4
-    learning_starts: int = 10_000
-    target_sync: int = 8_000
-    n_step: int = 3
-    dueling: bool = True
-    random_shift: int = 0
-    epsilon_schedule: str = "linear"
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.05
-    epsilon_decay_steps: int = 100_000
-    epsilon_decay: float = 0.9999
+    gamma: float
+    lr: float
+    adam_eps: float
+    grad_clip_norm: float | None
+    batch_size: int
+    train_every: int
+    learning_starts: int
+    target_sync: int
+    n_step: int
+    dueling: bool
+    random_shift: int
+    epsilon_schedule: str
+    epsilon_start: float
+    epsilon_end: float
+    epsilon_decay_steps: int
+    epsilon_decay: float
 
 
 @dataclass
 class ReplayConfig:
-    capacity: int = 100_000
-    save: bool = True
-    max_ram_fraction: float = 0.8
-    prioritized: bool = True
-    priority_alpha: float = 0.6
-    priority_beta_start: float = 0.4
-    priority_eps: float = 1e-6
+    capacity: int
+    save: bool
+    max_ram_fraction: float
+    prioritized: bool
+    priority_alpha: float
+    priority_beta_start: float
+    priority_eps: float
 
 
 @dataclass
 class RunConfig:
-    env: EnvConfig = field(default_factory=EnvConfig)
-    agent: AgentConfig = field(default_factory=AgentConfig)
-    replay: ReplayConfig = field(default_factory=ReplayConfig)
-    env_steps: int = 1_000_000
-    seed: int = 1
-    checkpoint_every: int = 25_000
+    env: EnvConfig
+    agent: AgentConfig
+    replay: ReplayConfig
+    env_steps: int
+    seed: int
+    checkpoint_every: int
 
 
 @dataclass
 class EvaluateLevels:
-    level: str | None = None
-    levels: list[str] | None = None
+    level: str | None
+    levels: list[str] | None
 
 
 @dataclass
 class EvaluateConfig:
     """evaluate.py's settings; the env and network settings come from the checkpoint."""
 
-    ckpt_path: str = ""
-    episodes: int = 10
-    epsilon: float = 0.05
-    seed: int = 0
-    video: bool = False
-    video_format: str = "gif"
-    env: EvaluateLevels = field(default_factory=EvaluateLevels)
+    ckpt_path: str
+    episodes: int
+    epsilon: float
+    seed: int
+    video: bool
+    video_format: str
+    env: EvaluateLevels
 
     @property
-    def levels(self) -> list[str] | None:
+    def requested_levels(self) -> list[str] | None:
         """The levels asked for, or None for the checkpoint's training level."""
         return [self.env.level] if self.env.level else self.env.levels
 
 
-def levels(game: str) -> list[str]:
+def game_levels(game: str) -> list[str]:
     """Every single-stage level of a game, e.g. ['1-1', ..., '8-4']."""
     return [f"{w}-{s}" for w in WORLDS[game] for s in "1234"]
 
@@ -176,7 +206,7 @@ def check_level(game: str, level: str, key: str = "env.level") -> None:
     own, stage = level.split(":", 1) if ":" in level else (game, level)
     if own not in GAMES:
         raise ConfigError(f"{key}={level!r} names no game; use W-S, or <game>:W-S with game one of {', '.join(GAMES)}")
-    if not re.fullmatch(r"[0-9A-D]-[1-4]", stage) or stage not in levels(own):
+    if not re.fullmatch(r"[0-9A-D]-[1-4]", stage) or stage not in game_levels(own):
         worlds = WORLDS[own]
         raise ConfigError(
             f"{key}={level!r} is not a level of {own}; use W-S with W in {worlds[0]}..{worlds[-1]} "
@@ -273,18 +303,31 @@ def validate(run: RunConfig) -> None:
 
 
 def _typed[T](schema: type[T], cfg: DictConfig) -> T:
-    """Merge the keys of ``cfg`` that ``schema`` knows onto it; type errors become ConfigErrors.
+    """The keys of ``cfg`` that ``schema`` knows, over their YAML defaults, typed by ``schema``;
+    type errors become ConfigErrors. A key ``cfg`` lacks keeps its default from conf/.
 
     trainer, logger, callbacks, paths and hydra are ``_target_`` blocks that Lightning and Hydra
     validate themselves.
     """
-    picked = {f.name: cfg[f.name] for f in fields(schema) if f.name in cfg}  # type: ignore[arg-type]
+    entry = "evaluate" if schema is EvaluateConfig else "train"
+    defaults = yaml_defaults(entry)
+    known = [f.name for f in fields(schema)]  # type: ignore[arg-type]
+    base = {name: defaults[name] for name in known if name in defaults}
+    picked = {name: cfg[name] for name in known if name in cfg}
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), picked))  # type: ignore[return-value]
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), base, picked))  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "config"
         reason = str(err).splitlines()[0]
         raise ConfigError(f"{key}: {reason}") from None
+
+
+def default_run(**overrides: Any) -> RunConfig:
+    """The run conf/train.yaml describes, with ``overrides`` on top (``env={"num_envs": 2}``,
+    ``env_steps=400``); not range-checked (``validate`` does that). For code that needs a run
+    config without a Hydra command line: tests, benchmarks, checkpoints saved before a key existed.
+    """
+    return _typed(RunConfig, OmegaConf.create(overrides))
 
 
 def load(cfg: DictConfig) -> RunConfig:
@@ -318,8 +361,8 @@ def load_evaluate(cfg: DictConfig) -> EvaluateConfig:
     repeated = settings.env.levels and len(set(settings.env.levels)) < len(settings.env.levels)
     _check(
         "env.levels",
-        settings.levels is None or (len(settings.levels) >= 1 and not repeated),
+        settings.requested_levels is None or (len(settings.requested_levels) >= 1 and not repeated),
         "a non-empty list of distinct levels",
-        settings.levels,
+        settings.requested_levels,
     )
     return settings

@@ -16,7 +16,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -26,29 +25,12 @@ from torch.utils.data import IterableDataset
 
 from mario_rl.config import EnvConfig, RunConfig
 from mario_rl.envs import make_vector_env
+from mario_rl.episodes import Episode
 from mario_rl.errors import EnvWorkerError
 from mario_rl.policy import EpsilonGreedy, epsilon
 from mario_rl.replay import ReplayBuffer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Episode:
-    """What a person wants to know about a finished episode.
-
-    ``env_steps``: the run's env-step count when it ended; ``length`` in agent steps; ``level``
-    the level it played ('' in checkpoints from before several levels); ``restored``: it began
-    from a start state, not the level start.
-    """
-
-    env_steps: int
-    episode_return: float
-    length: int
-    x_pos: int
-    clear: bool
-    level: str = ""
-    restored: bool = False
 
 
 class ExperienceStream(IterableDataset):
@@ -122,7 +104,7 @@ class ExperienceStream(IterableDataset):
             self._set_worker_states(self._pending_workers)
             self._pending_workers = None
         self.obs, _ = self.envs.reset(seed=self.run.seed + self.episodes)
-        self.replay.interrupt()
+        self.replay.truncate_episodes()
         self.replay.start(self.obs[:, -1])
         self._returns[:] = 0
         self._lengths[:] = 0

@@ -82,8 +82,8 @@ class JumpRelease(gym.Wrapper):
 
     The game starts a jump only on a fresh press of A. An agent that picks a jump action on
     consecutive steps holds A through the landing and cannot jump again until it picks an
-    action without A, and its frames do not show that A is held: the 2026-11-25 agent stood
-    pinned against a pipe for 20 steps choosing right+A+B. In the air nothing changes, so a
+    action without A, and its frames do not show that A is held: an agent trained on the raw pad
+    stood pinned against a pipe choosing right+A+B (docs/RESULTS.md). In the air nothing changes, so a
     held A still makes the high jump. Two frames, not one, because the float state turns
     from ground to air one frame after the press that starts a jump. Sits between the raw
     env and JoypadSpace, on controller bytes, once per NES frame.
@@ -111,8 +111,8 @@ class JumpRelease(gym.Wrapper):
 class SkipMaxGray(gym.Wrapper):
     """Repeat the action ``skip`` NES frames, sum rewards, max-pool the last two gray frames.
 
-    Reads nes-py's native grayscale copy of the screen (27 us) instead of converting the
-    RGB view (200 us), and copies into its own buffers: nes-py returns one shared screen
+    Reads nes-py's native grayscale copy of the screen, several times cheaper than converting
+    the RGB view (docs/BENCHMARKS.md), and copies into its own buffers: nes-py returns one shared screen
     array, so keeping references would pool nothing. On an early end inside the window the
     last frame is used alone (Gymnasium's MaxAndSkipObservation pools stale frames then).
     """

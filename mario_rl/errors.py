@@ -1,7 +1,21 @@
-"""Errors that end a run for a reason the user must hear in one line (no traceback).
+"""Errors that end a command for a reason the user must hear in one line (no traceback), and
+how every command reports them.
 
-Configuration mistakes are mario_rl.config.ConfigError; these are faults met while running.
+A UserError is the user's to fix (a config value, a path, a file's content): the command prints
+``error: <message>`` and exits with code 2. A RunError is a fault met while running: one line
+too, exit code 1. Configuration mistakes are UserErrors of their own kind, mario_rl.config.ConfigError.
 """
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+
+class UserError(ValueError):
+    """A mistake the user can fix; its message is the one line to print (exit code 2)."""
 
 
 class RunError(RuntimeError):
@@ -14,6 +28,21 @@ class NonFiniteLossError(RunError):
 
 class EnvWorkerError(RunError):
     """An emulator worker died or stopped answering; a checkpoint is written before exiting."""
+
+
+def exit_with(message: str, code: int) -> NoReturn:
+    """End the command: ``error: <message>`` on stderr, exit ``code`` (2: the user's input, 1: a fault)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+@contextmanager
+def user_errors_exit() -> Iterator[None]:
+    """Around a command's work: a UserError ends it with its one line and exit code 2."""
+    try:
+        yield
+    except UserError as err:
+        exit_with(str(err), 2)
 
 
 def one_line(err: BaseException, limit: int = 200) -> str:

@@ -16,7 +16,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,11 @@ from torch import nn
 
 from mario_rl.config import ConfigError, EnvConfig, check_level, load_evaluate
 from mario_rl.envs import make_env
+from mario_rl.episodes import Episode
 from mario_rl.export import load_agent
 from mario_rl.levels import level_tag
 from mario_rl.policy import EpsilonGreedy
-from mario_rl.video import open_writer, replay
+from mario_rl.video import open_writer, record_episode
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +49,16 @@ COLUMNS = {  # summary key -> markdown header and format
 }
 
 
-@dataclass
-class EpisodeRecord:
-    """One played episode; ``actions`` let it be replayed for a video."""
-
-    seed: int
-    episode_return: float
-    length: int
-    x_pos: int
-    clear: bool
-    terminated: bool
-    actions: list[int] = field(default_factory=list, repr=False)
-
-    def row(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "actions"}
+# An evaluated episode's fields in results.json's records, in this order.
+RECORD_FIELDS = ("seed", "episode_return", "length", "x_pos", "clear", "terminated")
 
 
-def play_episode(env: gym.Env, net: nn.Module, epsilon: float, seed: int) -> EpisodeRecord:
+def row(record: Episode) -> dict[str, Any]:
+    """An evaluated episode as a row of results.json's records."""
+    return {key: getattr(record, key) for key in RECORD_FIELDS}
+
+
+def play_episode(env: gym.Env, net: nn.Module, epsilon: float, seed: int) -> Episode:
     """One episode, epsilon-greedy on ``net``, all of its randomness drawn from ``seed``."""
     policy = EpsilonGreedy(net, int(env.action_space.n), seed=seed)
     obs, info = env.reset(seed=seed)
@@ -76,15 +70,21 @@ def play_episode(env: gym.Env, net: nn.Module, epsilon: float, seed: int) -> Epi
         obs, reward, terminated, truncated, info = env.step(action)
         total += float(reward)
         actions.append(action)
-    return EpisodeRecord(
-        seed, total, len(actions), int(info["x_pos"]), bool(info["flag_get"]), bool(terminated), actions
+    return Episode(
+        episode_return=total,
+        length=len(actions),
+        x_pos=int(info["x_pos"]),
+        clear=bool(info["flag_get"]),
+        seed=seed,
+        terminated=bool(terminated),
+        actions=actions,
     )
 
 
 @contextmanager
 def one_torch_thread() -> Iterator[None]:
-    """Batch-1 forwards run fastest on one thread: 0.7 ms here against 28 ms on two threads while a
-    training run kept both cores busy. The caller's thread count comes back after."""
+    """Batch-1 forwards run fastest on one thread: on two, each op waits for the thread that a
+    busy core (a training run, env workers) pre-empted. The caller's thread count comes back after."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -95,7 +95,7 @@ def one_torch_thread() -> Iterator[None]:
 
 def play_level(
     env_cfg: EnvConfig, level: str, net: nn.Module, episodes: int, epsilon: float, seed: int
-) -> tuple[list[EpisodeRecord], float]:
+) -> tuple[list[Episode], float]:
     """``episodes`` episodes with seeds seed, seed + 1, ... on a fresh env; and the seconds they took."""
     env = make_env(env_cfg, level)
     started = time.perf_counter()
@@ -107,7 +107,7 @@ def play_level(
     return records, time.perf_counter() - started
 
 
-def summarize(level: str, records: list[EpisodeRecord], seconds: float) -> dict[str, Any]:
+def summarize(level: str, records: list[Episode], seconds: float) -> dict[str, Any]:
     """One row of the results table."""
     returns = [r.episode_return for r in records]
     xs = [r.x_pos for r in records]
@@ -124,20 +124,20 @@ def summarize(level: str, records: list[EpisodeRecord], seconds: float) -> dict[
     }
 
 
-def best_index(records: list[EpisodeRecord]) -> int:
+def best_index(records: list[Episode]) -> int:
     """The episode that got furthest (then: highest return; then: the earliest)."""
     return max(range(len(records)), key=lambda i: (records[i].x_pos, records[i].episode_return, -i))
 
 
-def save_video(env_cfg: EnvConfig, level: str, record: EpisodeRecord, path: Path) -> dict[str, Any]:
-    """Replay ``record`` into a video at ``path`` (GIF or MP4 by suffix), checking the replay matches."""
+def save_video(env_cfg: EnvConfig, level: str, record: Episode, path: Path) -> dict[str, Any]:
+    """Play ``record`` again into a video at ``path`` (GIF or MP4 by suffix), checking it is the same episode."""
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = open_writer(path)
-    seen = replay(env_cfg, level, record.seed, record.actions, writer)
+    seen = record_episode(env_cfg, level, record.seed, record.actions, writer)
     if (seen.length, seen.x_pos) != (record.length, record.x_pos) or not math.isclose(
         seen.episode_return, record.episode_return, abs_tol=1e-6
     ):
-        raise RuntimeError(f"the replay of {level} seed {record.seed} for {path} diverged: {seen} vs {record}")
+        raise RuntimeError(f"the second play of {level} seed {record.seed} for {path} diverged: {seen} vs {record}")
     return {"nes_frames": seen.nes_frames, "video_frames": writer.frames, "bytes": path.stat().st_size}
 
 
@@ -162,7 +162,7 @@ def _write(out: Path, results: dict[str, Any]) -> None:
 
 
 def _videos(
-    env_cfg: EnvConfig, level: str, records: list[EpisodeRecord], out: Path, video_format: str
+    env_cfg: EnvConfig, level: str, records: list[Episode], out: Path, video_format: str
 ) -> Iterator[dict[str, Any]]:
     """The first and the best episode of a level (one file when they are the same episode)."""
     roles: dict[int, list[str]] = {0: ["first"]}
@@ -185,7 +185,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if (out / f"{RESULTS}.json").exists():
         raise ConfigError(f"{out} already holds {RESULTS}.json; each evaluation writes to a new dir")
     run, net = load_agent(settings.ckpt_path)
-    levels = [str(level) for level in settings.levels or run.env.training_levels]
+    levels = [str(level) for level in settings.requested_levels or run.env.training_levels]
     for level in levels:
         check_level(run.env.game, level, key="env.level" if settings.env.level else "env.levels")
     out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     for level in levels:
         records, seconds = play_level(run.env, level, net, settings.episodes, settings.epsilon, settings.seed)
         results["summary"].append(summarize(level, records, seconds))
-        results["records"] += [{"level": level, "episode": i, **r.row()} for i, r in enumerate(records)]
+        results["records"] += [{"level": level, "episode": i, **row(r)} for i, r in enumerate(records)]
         if settings.video:
             results["videos"] += list(_videos(run.env, level, records, out, settings.video_format))
     _write(out, results)

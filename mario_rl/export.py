@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from safetensors.torch import save_file
 from mario_rl.checkpointing import load_checkpoint
 from mario_rl.config import ConfigError, RunConfig, validate
 from mario_rl.envs import num_actions
-from mario_rl.errors import one_line
+from mario_rl.errors import one_line, user_errors_exit
 from mario_rl.module import run_config_from, run_dict
 from mario_rl.nets import NatureCNN
 
@@ -106,11 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", help="the .safetensors file to write")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="weight precision in the file")
     args = parser.parse_args(argv)
-    try:
+    with user_errors_exit():
         out = export(args.ckpt, args.out, args.dtype)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 

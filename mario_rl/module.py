@@ -10,20 +10,22 @@ from __future__ import annotations
 import copy
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from mario_rl.augment import random_shift
-from mario_rl.config import RunConfig
-from mario_rl.data import Episode, ExperienceStream
-from mario_rl.envs import num_actions
+from mario_rl.config import EnvConfig, RunConfig, default_run
+from mario_rl.data import ExperienceStream
+from mario_rl.envs import make_vector_env, num_actions
+from mario_rl.episodes import Episode
 from mario_rl.errors import NonFiniteLossError
 from mario_rl.levels import flag_fraction, level_tag
 from mario_rl.losses import double_dqn_loss
@@ -36,23 +38,36 @@ log = logging.getLogger(__name__)
 def run_config_from(hparams: dict[str, Any]) -> RunConfig:
     """Rebuild the typed RunConfig saved in a checkpoint's hyperparameters.
 
-    A file saved before ``env.release_jump`` existed was trained on the raw pad, so it gets
-    ``false``, not today's default: its agent then plays as it learned.
+    A key the file lacks gets its default from conf/. Except one: a file saved before
+    ``env.release_jump`` existed was trained on the raw pad, so it gets ``false``, not today's
+    default: its agent then plays as it learned.
     """
-    run = OmegaConf.merge(OmegaConf.structured(RunConfig), hparams["run"])
+    run = default_run(**hparams["run"])
     if "release_jump" not in hparams["run"].get("env", {}):
         run.env.release_jump = False
-    return OmegaConf.to_object(run)  # type: ignore[return-value]
+    return run
 
 
 class DQN(pl.LightningModule):
-    """Double DQN with SmoothL1 loss and a target net synced every ``agent.target_sync`` env steps."""
+    """Double DQN with SmoothL1 loss and a target net synced every ``agent.target_sync`` env steps.
 
-    def __init__(self, run: dict[str, Any], replay_dir: str | None = None, episode_window: int = 20):
+    ``make_envs`` builds the training stream's vector env from the run's env config (the Mario
+    workers by default; see ExperienceStream for what another env must provide). It is not a
+    hyperparameter: a checkpoint keeps the run config, not the factory.
+    """
+
+    def __init__(
+        self,
+        run: dict[str, Any],
+        replay_dir: str | None = None,
+        episode_window: int = 20,
+        make_envs: Callable[[EnvConfig], gym.vector.VectorEnv] = make_vector_env,
+    ):
         super().__init__()
         self.save_hyperparameters({"run": run})
         self.run = run_config_from(self.hparams)
         self.replay_dir = Path(replay_dir) if replay_dir else None
+        self.make_envs = make_envs
         env, agent = self.run.env, self.run.agent
         self.num_actions = num_actions(env.actions)
         self.online = NatureCNN(env.frame_stack, self.num_actions, env.frame_size, agent.dueling)
@@ -75,7 +90,7 @@ class DQN(pl.LightningModule):
     def train_dataloader(self) -> DataLoader:
         if self.stream is None:
             policy = EpsilonGreedy(self.online, self.num_actions, seed=self.run.seed)
-            self.stream = ExperienceStream(self.run, policy)
+            self.stream = ExperienceStream(self.run, policy, self.make_envs)
             if self._pending_stream_state is not None:
                 self.stream.load_state_dict(self._pending_stream_state)
                 if self.run.replay.save and self.replay_dir and (self.replay_dir / "meta.json").exists():
@@ -152,8 +167,8 @@ class DQN(pl.LightningModule):
         while stream is not None and stream.finished:
             self._remember(stream.finished.popleft())
         if (self.global_step + 1) % self.trainer.log_every_n_steps:
-            # Lightning writes only every log_every_n_steps, on the condition above; a self.log call
-            # costs ~0.8 ms, 3% of a seed_notebook step (py-spy, docs/BENCHMARKS.md).
+            # Lightning writes only every log_every_n_steps, on the condition above; the self.log calls
+            # it would drop cost a few percent of a seed_notebook step (docs/BENCHMARKS.md).
             return
         # Lightning uses a logged "step" as the x-axis of every logger: env steps, as in papers.
         self.log("step", float(env_steps))
@@ -199,8 +214,8 @@ class DQN(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["synced_at"] = self.synced_at
-        # The rollout/* means run over the last episodes: without them a resumed curve restarts
-        # from one episode and jumps (a drop from 730 to 300 at a resume of the long 1-1 run).
+        # The rollout/* means run over the last episodes: without them a resumed curve would
+        # restart from one episode and jump.
         checkpoint["recent_episodes"] = [asdict(e) for e in self.episodes]
         checkpoint["level_episodes"] = {level: [asdict(e) for e in d] for level, d in self.level_episodes.items()}
         checkpoint["level_counts"] = dict(self.level_counts)
@@ -241,8 +256,8 @@ class DQN(pl.LightningModule):
 def adam_kernel(precision: str) -> dict[str, bool]:
     """Adam's keyword arguments for a Lightning precision: the fused kernel where Lightning allows it.
 
-    The fused kernel took an Adam step in 4 ms here against 21 ms for the multi-tensor (foreach)
-    one, and more for torch's per-tensor default on CPU: ~15% of an fp32 update. Lightning
+    On CPU the fused kernel takes an Adam step several times faster than the multi-tensor
+    (foreach) one, which beats torch's per-tensor default (docs/BENCHMARKS.md). Lightning
     refuses to clip gradients for a fused optimizer under mixed precision, so there it is foreach.
     """
     fused = "mixed" not in precision

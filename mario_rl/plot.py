@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +24,14 @@ import numpy as np
 from matplotlib.figure import Figure  # a bare Figure draws with Agg: no display, no pyplot state
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mario_rl.errors import UserError, user_errors_exit
+
 EVENTS_GLOB = "events.out.tfevents.*"
 LOGGER_DIR = "tensorboard"  # conf/logger/tensorboard.yaml's name: the event files' dir inside a run dir
 CSV_HEADER = ("label", "run", "metric", "env_step", "value")
 
 
-class PlotError(ValueError):
+class PlotError(UserError):
     """Nothing to plot; the message says why in one line."""
 
 
@@ -274,11 +275,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     first = args.roots[0]
     out = args.out or (first.parent if first.is_file() else first) / f"{args.metric.replace('/', '_')}.png"
-    try:
+    with user_errors_exit():
         groups = plot(args.roots, args.metric, out, args.label, args.max_steps, args.per_level)
-    except PlotError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     drawn = "; ".join(
         f"{label}: {len(data.runs)} run(s), env steps {data.steps[0]:.0f}..{data.steps[-1]:.0f}"
         for label, data in groups.items()

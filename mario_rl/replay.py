@@ -158,7 +158,7 @@ class ReplayBuffer:
         """Begin an episode in every stream with its reset frame, shape (num_envs, H, W)."""
         self._write_frames(self._envs, frames, first=True)
 
-    def interrupt(self) -> None:
+    def truncate_episodes(self) -> None:
         """Cut every stream's running episode short, as a time-out, before a restart.
 
         After a resume the workers start new episodes; the old ones' last transitions must

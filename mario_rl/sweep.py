@@ -19,7 +19,6 @@ import logging
 import multiprocessing
 import re
 import statistics
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,8 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from mario_rl.config import ConfigError
-from mario_rl.errors import RunError, one_line
+from mario_rl.errors import RunError, UserError, exit_with, one_line, user_errors_exit
 from mario_rl.plot import EVENTS_GLOB, load_events, points
 
 log = logging.getLogger(__name__)
@@ -45,7 +43,7 @@ METRICS = {  # the final value of each in the tables, and its format there
 }
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
     """No sweep to tabulate; the message says why in one line."""
 
 
@@ -88,8 +86,8 @@ def run_job(job: Callable[[], dict[str, float]], job_dir: Path, multirun: bool) 
     standard_start_method()
     try:
         metrics = job()
-    except (ConfigError, RunError) as err:
-        message, code = str(err), 2 if isinstance(err, ConfigError) else 1
+    except (UserError, RunError) as err:
+        message, code = str(err), 2 if isinstance(err, UserError) else 1
     except Exception as err:
         write_status(job_dir, "failed", one_line(err))
         if not multirun:
@@ -101,8 +99,7 @@ def run_job(job: Callable[[], dict[str, float]], job_dir: Path, multirun: bool) 
         return metrics
     write_status(job_dir, "failed", message)
     if not multirun:
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(code)
+        exit_with(message, code)
     log.error("job failed: %s", message)
     return None
 
@@ -277,11 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mario_rl.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="a multirun dir (outputs/multirun/<date>/<time>/)")
     args = parser.parse_args(argv)
-    try:
+    with user_errors_exit():
         jobs = read_sweep(args.root)
-    except SweepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     text = markdown(args.root, jobs)
     (args.root / "sweep.md").write_text(text)
     write_csv(jobs, args.root / "sweep.csv")

@@ -29,12 +29,16 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
-class ThroughputMonitor(pl.Callback):
-    """Logs time/env_steps_per_s and time/updates_per_s; writes throughput.json at the end."""
+# In the run dir; benchmarks and sweeps read it by this name.
+FILENAME = "throughput.json"
 
-    def __init__(self, window_s: float = 5.0, filename: str = "throughput.json"):
+
+class ThroughputMonitor(pl.Callback):
+    """Logs time/env_steps_per_s and time/updates_per_s every ``window_s`` seconds (``callbacks.throughput.window_s``,
+    default in conf/callbacks/default.yaml); writes throughput.json at the end."""
+
+    def __init__(self, window_s: float):
         self.window_s = window_s
-        self.filename = filename
         self._first: tuple[float, int, int] | None = None
         self._window: tuple[float, int, int] | None = None
 
@@ -65,4 +69,4 @@ class ThroughputMonitor(pl.Callback):
             "peak_rss_mb": peak_rss_mb(),
             "peak_rss_worker_mb": [peak_rss_mb(p.pid) for p in getattr(stream.envs, "processes", [])],
         }
-        Path(trainer.default_root_dir, self.filename).write_text(json.dumps(summary, indent=2))
+        Path(trainer.default_root_dir, FILENAME).write_text(json.dumps(summary, indent=2))

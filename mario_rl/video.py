@@ -1,15 +1,15 @@
 """Videos of played episodes: every NES frame at full size, with level, step, return and x_pos overlaid.
 
 Episodes are played without recording (fast, no frames held in memory) and the ones worth
-watching are replayed afterwards from their recorded actions: the emulator is deterministic,
-so the replay is the same episode, now with a FrameTap feeding a writer frame by frame.
+watching are played again afterwards from their recorded actions: the emulator is
+deterministic, so the second play is the same episode, now with a FrameTap feeding a writer
+frame by frame.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import cycle, islice
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +21,7 @@ from PIL import Image
 
 from mario_rl.config import EnvConfig
 from mario_rl.envs import make_env
+from mario_rl.episodes import Episode
 
 NES_FPS = 60  # 60.0988 Hz precisely; players and MP4 containers round it to 60
 NES_SIZE = (256, 240)  # width, height
@@ -125,17 +126,7 @@ class Overlay:
         self.writer.add(image)
 
 
-@dataclass
-class Replayed:
-    """What the replay saw, to check it against the episode as first played."""
-
-    episode_return: float
-    length: int
-    x_pos: int
-    nes_frames: int
-
-
-def replay(env_cfg: EnvConfig, level: str, seed: int, actions: Sequence[int], writer: VideoWriter) -> Replayed:
+def record_episode(env_cfg: EnvConfig, level: str, seed: int, actions: Sequence[int], writer: VideoWriter) -> Episode:
     """Play ``actions`` again from a reset with ``seed``, every NES frame into ``writer`` (closed at the end)."""
     overlay = Overlay(level, env_cfg.frame_skip, writer)
     env = make_env(env_cfg, level, frame_sink=overlay)
@@ -146,4 +137,11 @@ def replay(env_cfg: EnvConfig, level: str, seed: int, actions: Sequence[int], wr
     finally:
         env.close()
         writer.close()
-    return Replayed(overlay.episode_return, overlay.step, overlay.x_pos, overlay.nes_frames)
+    return Episode(
+        episode_return=overlay.episode_return,
+        length=overlay.step,
+        x_pos=overlay.x_pos,
+        level=level,
+        seed=seed,
+        nes_frames=overlay.nes_frames,
+    )

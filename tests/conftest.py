@@ -11,15 +11,15 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-# One learner thread, as the default config has it: on 2 cores, two OpenMP threads beside
-# env workers or another job stall each other at every barrier (benchmarks: 9 vs 24 env steps/s).
+# One learner thread: on 2 cores, two OpenMP threads beside env workers or another job stall
+# each other at every barrier (docs/BENCHMARKS.md, sharing the cores).
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
-# The suite's tiny runs peak at 776 MB of temporary files at once (du every 2 s during a
-# fresh-clone .ci/run); with less free space, they fail midway with errors that do not say why.
+# The suite's tiny runs peak at about 0.8 GB of temporary files at once; with less free space
+# they fail midway with errors that do not say why.
 FREE_DISK_NEEDED_GB = 2.0
 
 

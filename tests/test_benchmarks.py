@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 
 @pytest.mark.slow
-def test_throughput_script_prints_every_figure_of_issue_2():
+def test_throughput_script_prints_every_figure():
     cmd = [
         sys.executable,
         "benchmarks/throughput.py",

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mario_rl.callbacks import Evaluation, side_by_side
-from mario_rl.config import AgentConfig, ConfigError, EnvConfig, ReplayConfig, RunConfig
+from mario_rl.config import ConfigError, RunConfig, default_run
 from mario_rl.module import DQN, run_dict
 from tests.conftest import compose_train
 
@@ -65,12 +66,19 @@ def test_side_by_side_puts_the_frames_in_a_row_oldest_first():
 
 
 def tiny_run() -> RunConfig:
-    return RunConfig(
-        env=EnvConfig(num_envs=1, vector="sync", max_episode_steps=15),
-        agent=AgentConfig(learning_starts=16, batch_size=4, epsilon_decay_steps=100),
-        replay=ReplayConfig(capacity=200, save=False),
+    return default_run(
+        env=dict(num_envs=1, vector="sync", max_episode_steps=15),
+        agent=dict(learning_starts=16, batch_size=4, epsilon_decay_steps=100),
+        replay=dict(capacity=200, save=False),
         env_steps=1_000,
     )
+
+
+def evaluation(tmp_path: Path, **settings: object) -> Evaluation:
+    """The eval callback with conf/callbacks/default.yaml's settings, ``settings`` on top."""
+    defaults = OmegaConf.to_container(compose_train([], tmp_path).callbacks.eval, resolve=True)
+    del defaults["_target_"]
+    return Evaluation(**(defaults | settings))
 
 
 def started(run: RunConfig) -> tuple[DQN, object]:
@@ -83,12 +91,12 @@ def started(run: RunConfig) -> tuple[DQN, object]:
     return module, batches
 
 
-def test_evaluation_leaves_the_training_stream_exactly_as_it_was():
+def test_evaluation_leaves_the_training_stream_exactly_as_it_was(tmp_path):
     run = tiny_run()
     control, control_batches = started(run)
     module, batches = started(run)
     before = (np.random.get_state()[1].copy(), torch.get_rng_state(), random.getstate(), torch.get_num_threads())
-    metrics, best = Evaluation(episodes=2, epsilon=0.5, levels=["1-2"]).play(module.run, module.online)
+    metrics, best = evaluation(tmp_path, episodes=2, epsilon=0.5, levels=["1-2"]).play(module.run, module.online)
     after = (np.random.get_state()[1], torch.get_rng_state(), random.getstate(), torch.get_num_threads())
     assert (before[0] == after[0]).all() and torch.equal(before[1], after[1]) and before[2:] == after[2:]
     assert set(metrics) >= {"eval/x_pos_mean", "eval/1-1/x_pos_mean", "eval/1-2/x_pos_mean"}
@@ -113,15 +121,15 @@ def test_evaluation_leaves_the_training_stream_exactly_as_it_was():
         ({"epsilon": 1.5}, r"callbacks.eval.epsilon=1.5 is not allowed"),
     ],
 )
-def test_bad_evaluation_settings_are_refused(kwargs, message):
+def test_bad_evaluation_settings_are_refused(kwargs, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
-        Evaluation(**kwargs)
+        evaluation(tmp_path, **kwargs)
 
 
-def test_an_unknown_evaluation_level_names_the_allowed_ones():
+def test_an_unknown_evaluation_level_names_the_allowed_ones(tmp_path):
     module = DQN(run_dict(tiny_run()))
     with pytest.raises(ConfigError, match=r"callbacks.eval.levels='9-9' is not a level of smb; use W-S with W in 1..8"):
-        Evaluation(levels=["9-9"]).setup(None, module, "fit")
+        evaluation(tmp_path, levels=["9-9"]).setup(None, module, "fit")
 
 
 def losses(out: Path) -> list[tuple[int, float]]:

@@ -11,7 +11,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from submitit.core.utils import UncompletedJobError
 
 from mario_rl.checkpointing import SaveOnInterrupt, continue_in, load_checkpoint, resolve_ckpt_path, resumed_run
-from mario_rl.config import AgentConfig, ConfigError, RunConfig
+from mario_rl.config import ConfigError, default_run
 from mario_rl.errors import NonFiniteLossError
 from mario_rl.module import DQN, run_dict
 from mario_rl.training import train
@@ -164,7 +164,7 @@ def test_ckpt_path_last_prefers_the_run_dir_then_the_newest(tmp_path):
 
 
 def test_non_finite_loss_stops_with_the_step_and_is_not_saved_over():
-    module = DQN(run_dict(RunConfig(agent=AgentConfig(batch_size=2))))
+    module = DQN(run_dict(default_run(agent=dict(batch_size=2))))
     batch = {
         "obs": torch.zeros(2, 4, 84, 84, dtype=torch.uint8),
         "next_obs": torch.zeros(2, 4, 84, 84, dtype=torch.uint8),

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mario_rl.config import AgentConfig, EnvConfig, ReplayConfig, RunConfig
+from mario_rl.config import default_run
 from mario_rl.data import ExperienceStream
 
 
@@ -22,10 +22,10 @@ class RecordingPolicy:
 
 
 def run_stream(env_steps=120, learning_starts=40, train_every=4, num_envs=2, max_episode_steps=17, prioritized=False):
-    run = RunConfig(
-        env=EnvConfig(num_envs=num_envs, vector="sync", max_episode_steps=max_episode_steps),
-        agent=AgentConfig(learning_starts=learning_starts, train_every=train_every, batch_size=8, n_step=3),
-        replay=ReplayConfig(capacity=1000, prioritized=prioritized),
+    run = default_run(
+        env=dict(num_envs=num_envs, vector="sync", max_episode_steps=max_episode_steps),
+        agent=dict(learning_starts=learning_starts, train_every=train_every, batch_size=8, n_step=3),
+        replay=dict(capacity=1000, prioritized=prioritized),
         env_steps=env_steps,
     )
     policy = RecordingPolicy(5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mario_rl.config import EnvConfig, RunConfig
+from mario_rl.config import default_run
 from mario_rl.envs import (
     ClassicReward,
     FrameTap,
@@ -86,11 +86,11 @@ def test_frame_tap_sees_every_frame_of_a_skip_window():
 
 def test_make_env_taps_full_size_colour_frames_only_when_asked():
     frames = []
-    env = make_env(EnvConfig(), frame_sink=lambda frame, reward, info: frames.append(frame.copy()))
+    env = make_env(default_run().env, frame_sink=lambda frame, reward, info: frames.append(frame.copy()))
     env.reset(seed=0)
     env.step(1)
     assert len(frames) == 1 + 4 and frames[0].shape == (240, 256, 3) and frames[0].dtype == np.uint8
-    plain = make_env(EnvConfig())
+    plain = make_env(default_run().env)
     assert not any(isinstance(w, FrameTap) for w in iter_wrappers(plain))
     assert any(isinstance(w, FrameTap) for w in iter_wrappers(env))
 
@@ -157,7 +157,7 @@ def test_jump_release_lets_go_of_a_after_two_grounded_frames_only():
 
 def mario_heights(release_jump: bool, steps: int) -> list[int]:
     """Mario's height after each agent step of holding right+A from a standstill, on the real 1-1."""
-    env = make_env(EnvConfig(release_jump=release_jump, stuck_patience=None))
+    env = make_env(default_run(env=dict(release_jump=release_jump, stuck_patience=None)).env)
     env.reset(seed=0)
     heights = []
     for _ in range(steps):
@@ -181,15 +181,15 @@ def test_jump_release_makes_a_held_jump_action_jump_again_on_the_real_emulator()
 
 @pytest.mark.parametrize(("actions", "buttons"), [("right_only", 5), ("simple", 7), ("complex", 12)])
 def test_env_actions_sizes_the_pad_and_the_q_head(actions, buttons):
-    env = make_env(EnvConfig(actions=actions))
+    env = make_env(default_run(env=dict(actions=actions)).env)
     assert env.action_space.n == num_actions(actions) == buttons
     env.close()
-    module = DQN(run_dict(RunConfig(env=EnvConfig(actions=actions))))
+    module = DQN(run_dict(default_run(env=dict(actions=actions))))
     assert module(torch.zeros(2, 4, 84, 84)).shape == (2, buttons)
 
 
 def test_real_emulator_observations_are_uint8_stacks():
-    env = make_env(EnvConfig(level="1-2", actions="simple"))
+    env = make_env(default_run(env=dict(level="1-2", actions="simple")).env)
     obs, info = env.reset(seed=0)
     assert env.observation_space.shape == obs.shape == (4, 84, 84) and obs.dtype == np.uint8
     assert env.action_space.n == 7
@@ -207,7 +207,7 @@ def test_real_emulator_observations_are_uint8_stacks():
 
 
 def test_vector_env_hands_back_the_final_observation_on_time_out():
-    envs = make_vector_env(EnvConfig(num_envs=2, vector="sync", max_episode_steps=5))
+    envs = make_vector_env(default_run(env=dict(num_envs=2, vector="sync", max_episode_steps=5)).env)
     obs, _ = envs.reset(seed=0)
     for _ in range(5):
         obs, _rewards, terminated, truncated, infos = envs.step(np.array([1, 0]))

@@ -10,7 +10,7 @@ import torch
 from nes_py.nes_env import OBSERVATION_MODE_GRAYSCALE
 
 from mario_rl.checkpointing import load_checkpoint
-from mario_rl.config import ConfigError, EnvConfig, check_level_overrides, load
+from mario_rl.config import ConfigError, EnvConfig, check_level_overrides, default_run, load
 from mario_rl.data import ExperienceStream
 from mario_rl.envs import make_env, make_vector_env
 from mario_rl.levels import LevelSampler, LevelSet, StartState, StartStatePool, env_id, flag_fraction, level_tag
@@ -67,7 +67,7 @@ def test_a_restored_state_replays_the_original_trajectory_from_its_snapshot_and_
 
 
 def test_a_vector_env_over_four_levels_plays_each_of_them_without_new_workers():
-    cfg = EnvConfig(levels=["1-1", "1-2", "1-3", "1-4"], num_envs=2, vector="sync", stuck_patience=10)
+    cfg = default_run(env=dict(levels=["1-1", "1-2", "1-3", "1-4"], num_envs=2, vector="sync", stuck_patience=10)).env
     envs = make_vector_env(cfg)
     try:
         envs.reset(seed=0)
@@ -123,15 +123,17 @@ def test_the_pool_keeps_the_newest_states_per_level_and_round_trips_as_plain_dat
 
 
 def frontier_config(**changes) -> EnvConfig:
-    cfg = EnvConfig(
-        levels=["1-1", "1-2"],
-        start_states="frontier",
-        start_state_prob=1.0,
-        start_state_lead=4,
-        stuck_patience=12,
-        num_envs=2,
-        vector="sync",
-    )
+    cfg = default_run(
+        env=dict(
+            levels=["1-1", "1-2"],
+            start_states="frontier",
+            start_state_prob=1.0,
+            start_state_lead=4,
+            stuck_patience=12,
+            num_envs=2,
+            vector="sync",
+        )
+    ).env
     return replace(cfg, **changes)
 
 

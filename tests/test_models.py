@@ -2,7 +2,7 @@
 
 from dataclasses import asdict
 
-from mario_rl.config import EnvConfig
+from mario_rl.config import default_run
 from mario_rl.evaluation import play_level
 from mario_rl.export import load_agent
 from tests.conftest import ROOT
@@ -14,7 +14,7 @@ def test_the_shipped_agent_is_small_and_trained_with_the_default_recipe():
     assert SHIPPED.stat().st_size < 10_000_000
     run, net = load_agent(SHIPPED)
     assert (run.env.level, run.env.actions, run.agent.n_step, run.agent.dueling) == ("1-1", "right_only", 3, True)
-    assert asdict(run.env) == asdict(EnvConfig())  # the env the default config builds
+    assert asdict(run.env) == asdict(default_run().env)  # the env the default config builds
     assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in net.parameters())
 
 

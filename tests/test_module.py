@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from mario_rl.augment import shift
-from mario_rl.config import AgentConfig, ReplayConfig, RunConfig
+from mario_rl.config import default_run
 from mario_rl.losses import double_dqn_loss
 from mario_rl.module import DQN, run_config_from, run_dict
 
 
 def make_module(target_sync: int) -> DQN:
-    return DQN(run_dict(RunConfig(agent=AgentConfig(target_sync=target_sync))))
+    return DQN(run_dict(default_run(agent=dict(target_sync=target_sync))))
 
 
 def nudge(module: DQN) -> None:
@@ -65,7 +65,7 @@ def test_a_resumed_optimizer_takes_this_runs_kernel_not_the_saved_one():
 
 @pytest.mark.parametrize("pad", [0, 2])
 def test_training_step_feeds_both_nets_the_shifted_stacks(pad, monkeypatch):
-    module = DQN(run_dict(RunConfig(agent=AgentConfig(random_shift=pad))))
+    module = DQN(run_dict(default_run(agent=dict(random_shift=pad))))
     monkeypatch.setattr(module, "_log_step", lambda *args: None)
     seen: list[tuple[str, torch.Tensor]] = []
     for name in ("online", "target"):
@@ -97,7 +97,7 @@ class RecordingStream:
 
 
 def test_a_prioritized_batch_weights_the_loss_and_sends_its_td_errors_back():
-    module = DQN(run_dict(RunConfig(replay=ReplayConfig(prioritized=True))))
+    module = DQN(run_dict(default_run(replay=dict(prioritized=True))))
     module.trainer = SimpleNamespace(log_every_n_steps=1000, global_step=0)
     module.stream = RecordingStream()
     torch.manual_seed(0)
@@ -127,7 +127,7 @@ def test_a_prioritized_batch_weights_the_loss_and_sends_its_td_errors_back():
 
 
 def test_a_checkpoint_from_before_jump_release_plays_on_the_raw_pad():
-    saved = run_dict(RunConfig())
+    saved = run_dict(default_run())
     assert run_config_from({"run": saved}).env.release_jump is True  # today's default, as saved
     del saved["env"]["release_jump"]
     assert run_config_from({"run": saved}).env.release_jump is False

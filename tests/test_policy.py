@@ -2,12 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from mario_rl.config import AgentConfig
+from mario_rl.config import default_run
 from mario_rl.policy import EpsilonGreedy, epsilon
 
 
 def test_linear_schedule_counts_env_steps():
-    agent = AgentConfig(epsilon_schedule="linear", epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=1000)
+    agent = default_run(
+        agent=dict(epsilon_schedule="linear", epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=1000)
+    ).agent
     assert epsilon(agent, 0, 0) == 1.0
     assert epsilon(agent, 500, 99) == pytest.approx(0.55)
     assert epsilon(agent, 1000, 0) == pytest.approx(0.1)
@@ -15,7 +17,9 @@ def test_linear_schedule_counts_env_steps():
 
 
 def test_exponential_schedule_is_the_notebooks_per_update_decay():
-    agent = AgentConfig(epsilon_schedule="exponential", epsilon_start=1.0, epsilon_end=0.02, epsilon_decay=0.9999)
+    agent = default_run(
+        agent=dict(epsilon_schedule="exponential", epsilon_start=1.0, epsilon_end=0.02, epsilon_decay=0.9999)
+    ).agent
     assert epsilon(agent, 123, 0) == 1.0
     assert epsilon(agent, 0, 10_000) == pytest.approx(0.9999**10_000)  # ~0.368
     assert epsilon(agent, 0, 100_000) == 0.02  # 0.9999**1e5 ~ 4.5e-5, floored

@@ -128,10 +128,10 @@ def test_streams_of_different_workers_stay_apart():
     assert got == [[3, 4], [203, 203], [203, 104]]
 
 
-def test_interrupt_turns_the_running_episode_into_a_time_out():
+def test_truncate_episodes_turns_the_running_episode_into_a_time_out():
     buf = make()
     episode_pair(buf)
-    buf.interrupt()
+    buf.truncate_episodes()
     assert buf.truncated[0, 4] and not buf.terminated[0, 4]
     buf.start(frame(30))
     env = np.zeros(1, dtype=np.int64)
@@ -339,7 +339,7 @@ def test_leaves_hold_priority_exactly_on_the_valid_slots(stack, n_step, num_envs
             e, s, _ = buf.sample_prioritized(4, beta=0.4)
             buf.update_priorities(e, s, rng.normal(size=4) * 5)
         if t == 100:
-            buf.interrupt()
+            buf.truncate_episodes()
             buf.start(frames)
         check()
 
