@@ -1,11 +1,13 @@
 """Checkpoints: safe to load, written atomically, found again for a resume.
 
-Lightning already writes atomically (it serializes to memory, then fsspec writes a temp
-file and moves it into place), so a crash during a save leaves the previous file whole.
-What we add: loading is weights-only (a checkpoint is data, never code), a missing,
-truncated, foreign or code-carrying file is one ConfigError naming it, ``ckpt_path=last``
-finds the newest run, and an interrupted run (Ctrl-C, SIGTERM, a dead env worker) saves
-``last.ckpt`` on its way out.
+Every checkpoint, whatever its name, is written to a temporary file beside its target, flushed
+to disk and renamed over it (mario_rl/atomic.py), so a kill at any moment leaves the previous
+file whole. Lightning's own save writes the temporary file in the system's temp dir and moves
+it, which across filesystems (a run dir on a scratch disk, NFS or a Docker volume) is a copy
+into the target: a kill during it left last.ckpt truncated. Loading is weights-only (a
+checkpoint is data, never code), a missing, truncated, foreign or code-carrying file is one
+ConfigError naming it, ``ckpt_path=last`` finds the newest run, and an interrupted run
+(Ctrl-C, SIGTERM, a dead env worker) saves ``last.ckpt`` on its way out.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from submitit.core.utils import UncompletedJobError
 
+from mario_rl import atomic
 from mario_rl.config import ConfigError, RunConfig, load
 from mario_rl.errors import EnvWorkerError, one_line
 from mario_rl.module import run_dict
@@ -59,7 +62,12 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's torch checkpoint IO, loading through load_checkpoint."""
+    """Lightning's torch checkpoint IO, saving atomically beside the target and loading through load_checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options, got {storage_options!r}")
+        atomic.write_with(path, lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint(path, map_location or "cpu")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import itertools
 import sys
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure  # a bare Figure draws with Agg: no display, no pyplot state
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mario_rl import atomic
 
 EVENTS_GLOB = "events.out.tfevents.*"
 LOGGER_DIR = "tensorboard"  # conf/logger/tensorboard.yaml's name: the event files' dir inside a run dir
@@ -250,9 +253,9 @@ def write_csv(groups: dict[str, Curves], metric: str, path: Path) -> int:
         for run, (steps, values) in data.runs.items()
         for step, value in zip(steps, values, strict=True)
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        csv.writer(f).writerows([CSV_HEADER, *rows])
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows([CSV_HEADER, *rows])
+    atomic.write_text(path, text.getvalue())  # a later plot reads it in place of the event files
     return len(rows)
 
 

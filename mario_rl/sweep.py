@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from mario_rl import atomic
 from mario_rl.config import ConfigError
 from mario_rl.errors import RunError, one_line
 from mario_rl.plot import EVENTS_GLOB, load_events, points
@@ -62,9 +63,8 @@ def sqlite_url(path: str) -> str:
 
 def write_status(job_dir: Path, status: str, error: str = "") -> None:
     """Record how a job ended, for the sweep table: ``ok``, or ``failed`` and its one error line."""
-    job_dir.mkdir(parents=True, exist_ok=True)
     record = {"status": status, "error": error} if error else {"status": status}
-    (job_dir / STATUS_FILE).write_text(json.dumps(record) + "\n")
+    atomic.write_text(job_dir / STATUS_FILE, json.dumps(record) + "\n")
 
 
 def standard_start_method() -> None:
