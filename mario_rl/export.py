@@ -26,10 +26,9 @@ from safetensors.torch import save
 
 from mario_rl import atomic
 from mario_rl.checkpointing import load_checkpoint
-from mario_rl.config import ConfigError, RunConfig, validate
+from mario_rl.config import ConfigError, RunConfig, run_config_from, run_dict, validate
 from mario_rl.envs import num_actions
 from mario_rl.errors import one_line
-from mario_rl.module import run_config_from, run_dict
 from mario_rl.nets import NatureCNN
 
 RUN_KEY = "mario_rl.run"
