@@ -9,14 +9,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mario_rl.config import check_level_overrides, load
+from mario_rl.config import check_level_overrides, load_train
 
 
 def train_job(cfg: DictConfig) -> dict[str, float]:
     """Validate, then train; the metrics of the finished run."""
     overrides = HydraConfig.get().overrides.task
     check_level_overrides(overrides)
-    run = load(cfg)  # fail on a bad value in a second, before torch is even imported
+    # Fail on a bad value in a second, before torch is even imported. A resume's config is the
+    # checkpoint's run merged with this command line: mario_rl/resume.py validates that one.
+    run = None if cfg.get("ckpt_path") else load_train(cfg)
     # Imported here, not at the top: env worker processes import this file as their
     # __main__ and must not pay torch's ~700 MB of resident memory each.
     from mario_rl.training import train
@@ -31,7 +33,10 @@ def main(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    metrics = run_job(lambda: train_job(cfg), Path(hydra_cfg.runtime.output_dir), multirun)
+    # A resume trains in the run's own dir (cfg.paths.output_dir once resumed): its outcome goes there too.
+    metrics = run_job(
+        lambda: train_job(cfg), Path(hydra_cfg.runtime.output_dir), multirun, lambda: Path(cfg.paths.output_dir)
+    )
     return optimized_value(metrics, cfg.get("optimized_metric"))
 
 

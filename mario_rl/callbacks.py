@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from mario_rl.config import ConfigError, EnvConfig, RunConfig, check_level, updates_per
+from mario_rl.checkpointing import crossed
+from mario_rl.config import ConfigError, EnvConfig, RunConfig, check_level
 from mario_rl.episodes import Episode
 from mario_rl.evaluation import best_index, play_level, summarize
 from mario_rl.levels import flag_fraction, level_tag
@@ -70,17 +72,19 @@ class NetworkInput(pl.Callback):
 
 
 class Evaluation(pl.Callback):
-    """Every ``every`` env steps: ``episodes`` epsilon-greedy episodes on each training level and on
-    ``levels``, every one from the level's own start (never from a start state).
+    """Each time the env-step counter crosses a multiple of ``every`` (counted from 0):
+    ``episodes`` epsilon-greedy episodes on each training level and on ``levels``, every one from
+    the level's own start (never from a start state).
 
     Logs eval/<METRICS> over all of them, which with the same number of episodes per level is the
     mean over levels (best.ckpt keeps the best eval/x_pos_mean), per level as eval/<level>/...
     when there are several, eval/<level>/progress (x_pos mean over the flag's x) where the flag's
     x is known, all against env steps; and a GIF of the first training level's best episode as
-    eval/video. The period is counted in gradient updates
-    like the checkpoints' (``updates_per``), so a ModelCheckpoint monitoring eval/x_pos_mean with
-    the same period sees each new value in the batch it was measured. Every setting is
-    ``callbacks.eval.*``, with its default in conf/callbacks/default.yaml.
+    eval/video. It runs from the stream's ``on_steps`` like the checkpoints, before them, and puts
+    its metrics in ``trainer.callback_metrics``, where BestCheckpoint and a sweeper's
+    optimized_metric read them. Every setting is ``callbacks.eval.*``, with its default in
+    conf/callbacks/default.yaml; the settings ride in the checkpoint, so a resumed run evaluates
+    as the run did (mario_rl/resume.py).
     """
 
     def __init__(
@@ -147,20 +151,29 @@ class Evaluation(pl.Callback):
         first, _ = played[run.env.level]
         return metrics, first[best_index(first)]
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
-    ) -> None:
-        if trainer.global_step % updates_per(self.every, pl_module.run.agent.train_every):
+    def on_env_steps(self, trainer: pl.Trainer, pl_module: pl.LightningModule, before: int, after: int) -> None:
+        if not crossed(before, after, self.every):
             return
-        env_steps = int(batch["env_steps"])
         run = pl_module.run
         metrics, best = self.play(run, pl_module.online)
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=env_steps)
-        for name, value in metrics.items():  # for ModelCheckpoint(monitor=...), not again for the loggers
-            pl_module.log(name, value, logger=False)
+            logger.log_metrics(metrics, step=after)
+        trainer.callback_metrics.update({name: torch.tensor(value) for name, value in metrics.items()})
         writer = tensorboard(trainer)
         if self.video and writer is not None:
             gif = io.BytesIO()
             record_episode(self.env_config(run), run.env.level, best.seed, best.actions, GifWriter(gif))
-            add_gif(writer, "eval/video", gif.getvalue(), env_steps)
+            add_gif(writer, "eval/video", gif.getvalue(), after)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The settings, so that a resume evaluates as the run did unless its command names them."""
+        return {
+            "every": self.every,
+            "episodes": self.episodes,
+            "epsilon": self.epsilon,
+            "levels": self.extra_levels or None,
+            "max_episode_steps": self.max_episode_steps,
+            "stuck_patience": self.stuck_patience,
+            "video": self.video,
+            "seed": self.seed,
+        }

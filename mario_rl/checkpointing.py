@@ -1,39 +1,45 @@
-"""Checkpoints: safe to load, written atomically, found again for a resume.
+"""Checkpoint files: written atomically on every filesystem, on an env-step cadence, loaded safely.
 
-Lightning already writes atomically (it serializes to memory, then fsspec writes a temp
-file and moves it into place), so a crash during a save leaves the previous file whole.
-What we add: loading is weights-only (a checkpoint is data, never code), a missing,
-truncated, foreign or code-carrying file is one ConfigError naming it, ``ckpt_path=last``
-finds the newest run, and an interrupted run (Ctrl-C, SIGTERM, a dead env worker) saves
-``last.ckpt`` on its way out.
+Saving: ``SafeCheckpointIO`` (the Trainer's checkpoint plugin, conf/trainer) writes every
+checkpoint, whatever its name, to a temporary file beside its target, flushes it to disk and
+renames it over the target (mario_rl/atomic.py), so a kill at any moment leaves the previous
+file whole. Lightning's own save writes the temporary file in the system's temp dir and moves
+it, which across filesystems (a run dir on a scratch disk, NFS or a Docker volume) is a copy
+into the target: a kill during it left last.ckpt truncated.
+
+When: ``PeriodicCheckpoint`` saves env_steps_<N>.ckpt and last.ckpt each time the env-step
+counter crosses a multiple of its period, counted from 0 (also in the warm-up, before the
+first update), and ``BestCheckpoint`` keeps the weights of the best evaluation. Ctrl-C,
+SIGTERM and a dead env worker save last.ckpt on the way out (``SaveOnInterrupt``).
+
+Loading is weights-only (a checkpoint is data, never code), and a missing, truncated, foreign
+or code-carrying file is one ConfigError naming it. What a resume does with a checkpoint is
+mario_rl/resume.py.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import warnings
-from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Checkpoint
 from submitit.core.utils import UncompletedJobError
 
-from mario_rl.config import ConfigError, RunConfig, load
+from mario_rl import atomic
+from mario_rl.config import ConfigError
 from mario_rl.errors import EnvWorkerError, one_line
-from mario_rl.module import run_dict
 
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
-_RUN_KEYS = {f.name for f in fields(RunConfig)}
-_UNSET = object()
+BEST = "best.ckpt"
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -59,75 +65,92 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's torch checkpoint IO, loading through load_checkpoint."""
+    """Lightning's torch checkpoint IO, saving atomically beside the target and loading through load_checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options, got {storage_options!r}")
+        atomic.write_with(path, lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint(path, map_location or "cpu")
 
 
-def resolve_ckpt_path(value: str | None, run_dir: Path, outputs: Path = Path("outputs")) -> Path | None:
-    """``ckpt_path`` as given: null, a path, or ``last``.
+def crossed(before: int, after: int, every: int) -> bool:
+    """Whether the env-step counter passed a multiple of ``every`` going from ``before`` to ``after``."""
+    return after // every > before // every
 
-    ``last`` is this run dir's last.ckpt when there is one (``hydra.run.dir=<old run>``),
-    else the newest last.ckpt under outputs/.
+
+class PeriodicCheckpoint(Checkpoint):
+    """Saves ``env_steps_<N>.ckpt`` and ``last.ckpt`` (the same file) each time the env-step
+    counter crosses a multiple of ``every``, counted from 0: a run killed at 30,000 env steps
+    with ``every`` 25,000 resumes from 25,000.
+
+    It saves from inside the stream, right after the vector step that crossed (the stream's
+    ``on_steps``), so the saved counters, random states and replay are exactly that step's,
+    also during the warm-up when no batch flows.
     """
-    if value is None:
-        return None
-    if value == "last":
-        own = run_dir / "checkpoints" / LAST
-        if own.is_file():
-            return own
-        found = sorted(outputs.glob(f"**/checkpoints/{LAST}"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise ConfigError(f"ckpt_path=last: no checkpoints/{LAST} in {run_dir} or under {outputs}/ to resume from")
-        return found[-1]
-    path = Path(value)
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={value}: no such file")
-    return path
+
+    def __init__(self, dirpath: str | Path, every: int):
+        if every < 1:
+            raise ConfigError(f"callbacks.model_checkpoint.every={every!r} is not allowed; it must be an integer >= 1")
+        self.dirpath = Path(dirpath)
+        self.every = every
+
+    def on_env_steps(self, trainer: pl.Trainer, pl_module: pl.LightningModule, before: int, after: int) -> None:
+        if crossed(before, after, self.every):
+            path = self.dirpath / f"env_steps_{after}.ckpt"
+            trainer.save_checkpoint(path, weights_only=False)
+            atomic.link_or_copy(path, self.dirpath / LAST)
+
+    def save_last(self, trainer: pl.Trainer) -> Path:
+        """Write last.ckpt now: the full state, weights, optimizer, counters, replay."""
+        path = self.dirpath / LAST
+        trainer.save_checkpoint(path, weights_only=False)
+        return path
 
 
-def resumed_run(ckpt: dict[str, Any], cfg: DictConfig, overrides: Sequence[str]) -> RunConfig:
-    """The run config a resume continues with: the checkpoint's, plus what this command line set.
+class BestCheckpoint(Checkpoint):
+    """``best.ckpt``: the weights (only) of the evaluation with the best ``monitor`` value.
 
-    So ``python train.py ckpt_path=last`` continues the run as it was configured, and
-    ``ckpt_path=last env_steps=2000000`` only extends its budget.
+    Checked where the evaluation runs, each time the env-step counter crosses a multiple of
+    ``every`` (the evaluation's period), after the evaluation callback has published the new
+    value in ``trainer.callback_metrics``. The best score rides in last.ckpt, so a resumed run
+    replaces best.ckpt only with better weights.
     """
-    saved = OmegaConf.create(ckpt["hyper_parameters"]["run"])
-    keys = set()
-    for override in overrides:
-        key = override.lstrip("+~").split("=", 1)[0]
-        value = OmegaConf.select(cfg, key, default=_UNSET)
-        if key.split(".")[0] in _RUN_KEYS and value is not _UNSET:  # null is a value: agent.grad_clip_norm=null
-            OmegaConf.update(saved, key, value, force_add=True)
-            keys.add(key)
-    if "env.level" in keys and "env.levels" not in keys:  # one level now replaces the run's list
-        OmegaConf.update(saved, "env.levels", None, force_add=True)
-    return load(saved)
 
+    def __init__(self, dirpath: str | Path, every: int, monitor: str = "eval/x_pos_mean", mode: str = "max"):
+        if mode not in ("max", "min"):
+            raise ConfigError(f"callbacks.best_checkpoint.mode={mode!r} is not allowed; choose one of: max, min")
+        self.path = Path(dirpath) / BEST
+        self.every = every
+        self.monitor = monitor
+        self.mode = mode
+        self.best: float | None = None
 
-def continue_in(cfg: DictConfig, run: RunConfig) -> None:
-    """Write the resumed run's config into ``cfg``, so what interpolates it (the checkpoint and
-    evaluation cadence in ``conf/callbacks``) follows the run, not this command's defaults: a
-    resumed ``experiment=seed_notebook`` run saves every 10,000 env steps as configured, not
-    every 25,000 env steps of the defaults."""
-    with open_dict(cfg):
-        for key, value in run_dict(run).items():
-            cfg[key] = value
+    def on_env_steps(self, trainer: pl.Trainer, pl_module: pl.LightningModule, before: int, after: int) -> None:
+        if not crossed(before, after, self.every) or self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        if math.isnan(value):
+            return
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best = value
+            trainer.save_checkpoint(self.path, weights_only=True)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "monitor": self.monitor}
 
-def run_dir_of(ckpt: Path) -> Path | None:
-    """The run directory a checkpoint belongs to (…/<run>/checkpoints/x.ckpt), if it has one."""
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("monitor") == self.monitor:
+            self.best = state_dict.get("best")
 
 
 def save_last(trainer: pl.Trainer) -> Path | None:
-    """Write last.ckpt where the checkpoint callback keeps it; periodic saves miss the end of a run."""
+    """Write last.ckpt where the periodic checkpoints go; periodic saves miss the end of a run."""
     for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
-            path = Path(callback.dirpath) / LAST
-            trainer.save_checkpoint(path, weights_only=False)  # the full state: weights, optimizer, loops
-            return path
+        if isinstance(callback, PeriodicCheckpoint):
+            return callback.save_last(trainer)
     return None
 
 

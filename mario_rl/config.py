@@ -9,7 +9,7 @@ ConfigError whose one-line message names the key and what is allowed.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,8 @@ WORLDS = {"smb": "12345678", "lost_levels": "123456789ABCD"}
 
 
 VIDEO_FORMATS = ("gif", "mp4")
-
-
-def updates_per(env_steps: int, train_every: int) -> int:
-    """Gradient updates in a span of env steps: cadences are configured in env steps, Lightning counts updates."""
-    return max(1, int(env_steps) // int(train_every))
+# Seeds go to numpy's and Lightning's seeding, which take 0 .. 2**32 - 1.
+SEED_LIMIT = 2**32
 
 
 def auto_precision(accelerator: str) -> str:
@@ -54,7 +51,6 @@ def auto_precision(accelerator: str) -> str:
     return "bf16-mixed" if native_bf16 else "32-true"
 
 
-OmegaConf.register_new_resolver("updates_per", updates_per, replace=True)
 OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
 
 
@@ -300,6 +296,24 @@ def validate(run: RunConfig) -> None:
     _check("replay.priority_eps", replay.priority_eps > 0, "> 0", replay.priority_eps)
     _check("env_steps", run.env_steps >= 1, "an integer >= 1", run.env_steps)
     _check("checkpoint_every", run.checkpoint_every >= 1, "an integer >= 1 (env steps)", run.checkpoint_every)
+    check_seed("seed", run.seed)
+
+
+def check_seed(key: str, seed: int, count: int = 1) -> None:
+    """Reject a seed numpy cannot take; ``count`` seeds seed, seed + 1, ... are used from it."""
+    _check(key, 0 <= seed <= SEED_LIMIT - count, f"an integer in [0, {SEED_LIMIT - count}]", seed)
+
+
+def check_budget(run: RunConfig) -> None:
+    """A budget that ends before the first update trains nothing: say so before the run starts."""
+    first = max(run.agent.learning_starts, run.agent.batch_size)
+    _check(
+        "env_steps",
+        run.env_steps > first,
+        f"> {first}, the env step of the first update (max of agent.learning_starts and agent.batch_size); "
+        "a shorter run makes no update",
+        run.env_steps,
+    )
 
 
 def _typed[T](schema: type[T], cfg: DictConfig) -> T:
@@ -331,16 +345,94 @@ def default_run(**overrides: Any) -> RunConfig:
 
 
 def load(cfg: DictConfig) -> RunConfig:
-    """Merge the Hydra config onto the schema and validate it.
+    """Merge the Hydra config onto the schema and validate it, alone and as a training budget.
 
     With ``env.levels`` given, ``env.level`` is set to its first level, the one a single-level
     consumer (the evaluation GIF, error messages) names.
     """
     run = _typed(RunConfig, cfg)
     validate(run)
+    check_budget(run)
     if run.env.levels:
         run.env.levels = [str(level) for level in run.env.levels]
         run.env.level = run.env.levels[0]
+    return run
+
+
+def _integer(key: str, value: Any, minimum: int, nullable: bool = False) -> None:
+    if nullable and value is None:
+        return
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    _check(key, ok, f"{'null or ' * nullable}an integer >= {minimum}", value)
+
+
+def _real(key: str, value: Any, ok: bool, allowed: str) -> None:
+    _check(key, isinstance(value, int | float) and not isinstance(value, bool) and ok, allowed, value)
+
+
+def check_training_blocks(cfg: DictConfig, run: RunConfig) -> None:
+    """The numbers of train.py that are not the run's own: learner threads, the trainer's logging
+    interval, and the callbacks of conf/callbacks (each checked only where the config has it).
+
+    Lightning and Hydra would reject some of them only after the run is built, wrapped in a
+    traceback; the evaluation's seeds must also fit numpy's seeding.
+    """
+    _integer("torch_threads", cfg.get("torch_threads"), 1, nullable=True)
+    trainer = cfg.get("trainer") or {}
+    if "log_every_n_steps" in trainer:
+        _integer("trainer.log_every_n_steps", trainer.log_every_n_steps, 1)
+    callbacks = cfg.get("callbacks") or {}
+    if callbacks.get("eval"):  # first: the checkpoint blocks interpolate its period
+        _check_evaluation(callbacks.eval, run)
+    for name in ("model_checkpoint", "best_checkpoint"):
+        if "every" in (callbacks.get(name) or {}):
+            _integer(f"callbacks.{name}.every", callbacks[name].every, 1)
+    if "window_s" in (callbacks.get("throughput") or {}):
+        window = callbacks.throughput.window_s
+        _real("callbacks.throughput.window_s", window, isinstance(window, int | float) and window > 0, "> 0 (seconds)")
+    if "refresh_rate" in (callbacks.get("progress_bar") or {}):
+        _integer("callbacks.progress_bar.refresh_rate", callbacks.progress_bar.refresh_rate, 0)
+
+
+def _check_evaluation(block: DictConfig, run: RunConfig) -> None:
+    """conf/callbacks' evaluation during training (mario_rl.callbacks.Evaluation)."""
+    key = "callbacks.eval"
+    _integer(f"{key}.every", block.get("every"), 1)
+    episodes = block.get("episodes")
+    _integer(f"{key}.episodes", episodes, 1)
+    epsilon = block.get("epsilon")
+    _real(f"{key}.epsilon", epsilon, isinstance(epsilon, int | float) and 0 <= epsilon <= 1, "in [0, 1]")
+    for name in ("max_episode_steps", "stuck_patience"):
+        _integer(f"{key}.{name}", block.get(name), 1, nullable=True)
+    seed = block.get("seed", 0)
+    _integer(f"{key}.seed", seed, 0)
+    check_seed(f"{key}.seed", seed, episodes)
+    for level in block.get("levels") or []:
+        check_level(run.env.game, str(level), key=f"{key}.levels")
+
+
+def load_train(cfg: DictConfig) -> RunConfig:
+    """train.py's whole config: the run (``load``) and the numbers around it (``check_training_blocks``)."""
+    run = load(cfg)
+    check_training_blocks(cfg, run)
+    return run
+
+
+def run_dict(run: RunConfig) -> dict[str, Any]:
+    """Plain-dict form of the run config, as stored in checkpoints, exports and TensorBoard hparams."""
+    return asdict(run)
+
+
+def run_config_from(hparams: dict[str, Any]) -> RunConfig:
+    """Rebuild the typed RunConfig saved in a checkpoint's hyperparameters (not validated).
+
+    A key the file lacks gets its default from conf/. Except one: a file saved before
+    ``env.release_jump`` existed was trained on the raw pad, so it gets ``false``, not today's
+    default: its agent then plays as it learned.
+    """
+    run = default_run(**hparams["run"])
+    if "release_jump" not in hparams["run"].get("env", {}):
+        run.env.release_jump = False
     return run
 
 
@@ -354,6 +446,7 @@ def load_evaluate(cfg: DictConfig) -> EvaluateConfig:
         )
     settings = _typed(EvaluateConfig, cfg)
     _check("episodes", settings.episodes >= 1, "an integer >= 1", settings.episodes)
+    check_seed("seed", settings.seed, settings.episodes)  # episode i plays with seed + i
     _check("epsilon", 0.0 <= settings.epsilon <= 1.0, "in [0, 1]", settings.epsilon)
     _one_of("video_format", settings.video_format, VIDEO_FORMATS)
     if settings.env.level and settings.env.levels:

@@ -78,6 +78,15 @@ class ExperienceStream(IterableDataset):
         self._result: tuple | None = None
         self._pending_workers: list[dict[str, Any]] | None = None
         self._in_flight = False
+        # Updates are owed from env step learning_from on, one per train_every, after the
+        # updates_before made until then: a fresh run waits for learning_starts; a resume whose
+        # replay is gone waits as long again from where it stopped (``refill``).
+        self.learning_from = max(run.agent.learning_starts, run.agent.batch_size)
+        self.updates_before = 0
+        # Called as on_steps(before, after) after each vector step moved the env-step counter:
+        # what runs on an env-step cadence (checkpoints, evaluation) runs there, also in the
+        # warm-up when no batch flows, and sees the stream at exactly that step.
+        self.on_steps: Callable[[int, int], None] | None = None
 
     @property
     def epsilon(self) -> float:
@@ -109,26 +118,33 @@ class ExperienceStream(IterableDataset):
         self._returns[:] = 0
         self._lengths[:] = 0
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
         """Stop the workers, keeping their start states and level outcomes for a checkpoint written
-        after (the last.ckpt at the end of a run); kill them if one of them is already gone."""
+        after (the last.ckpt at the end of a run); kill them if one of them is already gone, or a
+        step in flight does not come back within ``timeout_s``."""
         if self.envs is not None:
             try:
                 self._pending_workers = self.worker_states()
             except Exception:  # a dead worker answers nothing; its states are lost with it
                 self._pending_workers = None
             try:
-                self.envs.close()
+                self.envs.close(timeout=timeout_s)
             except Exception:
                 self.envs.close(terminate=True)
             self.envs = None
 
     def _updates_owed(self, env_steps: int) -> int:
-        agent = self.run.agent
-        start = max(agent.learning_starts, agent.batch_size)
-        if env_steps < start:
+        if env_steps < self.learning_from:
             return 0
-        return (env_steps - start) // agent.train_every + 1 - self.updates
+        return self.updates_before + (env_steps - self.learning_from) // self.run.agent.train_every + 1 - self.updates
+
+    def refill(self) -> int:
+        """Make no update until the (empty) replay has taken as many env steps as a fresh run's
+        warm-up, from the current step on; the update cadence then goes on. Returns that many."""
+        warmup = max(self.run.agent.learning_starts, self.run.agent.batch_size)
+        self.learning_from = self.env_steps + warmup
+        self.updates_before = self.updates
+        return warmup
 
     def _worker_error(self, err: Exception) -> EnvWorkerError:
         env = self.run.env
@@ -235,7 +251,10 @@ class ExperienceStream(IterableDataset):
             self._send(actions)
             for _ in range(self._updates_owed(self.env_steps + len(actions))):
                 yield self._batch()
+            before = self.env_steps
             self._record(actions)
+            if self.on_steps is not None:
+                self.on_steps(before, self.env_steps)
 
     def state_dict(self) -> dict[str, Any]:
         """Counters and random states a resumed run needs to continue where this one stopped."""
@@ -247,6 +266,9 @@ class ExperienceStream(IterableDataset):
             "replay_rng": self.replay.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "workers": self.worker_states(),
+            "learning_from": self.learning_from,
+            "updates_before": self.updates_before,
+            "train_every": self.run.agent.train_every,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -258,3 +280,10 @@ class ExperienceStream(IterableDataset):
         if "torch_rng" in state:  # the first checkpoints of the project lack it
             torch.set_rng_state(state["torch_rng"])
         self._pending_workers = state.get("workers")
+        self.learning_from = state.get("learning_from", self.learning_from)
+        self.updates_before = state.get("updates_before", 0)
+        if state.get("train_every", self.run.agent.train_every) != self.run.agent.train_every:
+            # A new cadence counts from here: the old anchor would owe (or withhold) every update
+            # since the warm-up at the new rate at once.
+            self.learning_from = max(self.learning_from, self.env_steps + self.run.agent.train_every)
+            self.updates_before = self.updates

@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from omegaconf.errors import OmegaConfBaseException
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from mario_rl import atomic
 from mario_rl.checkpointing import load_checkpoint
-from mario_rl.config import ConfigError, RunConfig, validate
+from mario_rl.config import ConfigError, RunConfig, run_config_from, run_dict, validate
 from mario_rl.envs import num_actions
 from mario_rl.errors import one_line, user_errors_exit
-from mario_rl.module import run_config_from, run_dict
 from mario_rl.nets import NatureCNN
 
 RUN_KEY = "mario_rl.run"
@@ -93,9 +93,8 @@ def export(ckpt_path: str | Path, out_path: str | Path, dtype: str = "float32") 
     if dtype not in DTYPES:
         raise ConfigError(f"dtype={dtype!r} is not allowed; choose one of: {', '.join(DTYPES)}")
     run, net = load_agent(ckpt_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     weights = {name: tensor.to(DTYPES[dtype]).contiguous() for name, tensor in net.state_dict().items()}
-    save_file(weights, str(out), metadata={RUN_KEY: json.dumps(run_dict(run))})
+    atomic.write_bytes(out, save(weights, metadata={RUN_KEY: json.dumps(run_dict(run))}))
     return out
 
 

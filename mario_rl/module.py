@@ -2,13 +2,14 @@
 
 Lightning owns the loop, precision, gradient clipping, checkpoints and loggers; this module
 owns what is particular to DQN. Its data comes from the ExperienceStream it builds in
-``train_dataloader``; the stream's counters and random states ride in the checkpoint.
+``train_dataloader``; the stream's counters and random states ride in the checkpoint, and
+mario_rl/resume.py puts them back. It hands every move of the stream's env-step counter to the
+callbacks that count in env steps (``on_env_steps``).
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
@@ -22,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mario_rl.augment import random_shift
-from mario_rl.config import EnvConfig, RunConfig, default_run
+from mario_rl.config import EnvConfig, run_config_from
 from mario_rl.data import ExperienceStream
 from mario_rl.envs import make_vector_env, num_actions
 from mario_rl.episodes import Episode
@@ -31,21 +32,8 @@ from mario_rl.levels import flag_fraction, level_tag
 from mario_rl.losses import double_dqn_loss
 from mario_rl.nets import NatureCNN
 from mario_rl.policy import EpsilonGreedy
-
-log = logging.getLogger(__name__)
-
-
-def run_config_from(hparams: dict[str, Any]) -> RunConfig:
-    """Rebuild the typed RunConfig saved in a checkpoint's hyperparameters.
-
-    A key the file lacks gets its default from conf/. Except one: a file saved before
-    ``env.release_jump`` existed was trained on the raw pad, so it gets ``false``, not today's
-    default: its agent then plays as it learned.
-    """
-    run = default_run(**hparams["run"])
-    if "release_jump" not in hparams["run"].get("env", {}):
-        run.env.release_jump = False
-    return run
+from mario_rl.resume import restore_stream
+from mario_rl.stopping import raise_if_stopped
 
 
 class DQN(pl.LightningModule):
@@ -80,8 +68,7 @@ class DQN(pl.LightningModule):
             level: deque(maxlen=episode_window) for level in self.run.env.training_levels
         }
         self.level_counts: dict[str, int] = dict.fromkeys(self.run.env.training_levels, 0)
-        self._pending_stream_state: dict[str, Any] | None = None
-        self._replay_written: list[int] | None = None
+        self._saved_stream: dict[str, Any] | None = None
         self._replay_saved_at = -1
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -91,23 +78,22 @@ class DQN(pl.LightningModule):
         if self.stream is None:
             policy = EpsilonGreedy(self.online, self.num_actions, seed=self.run.seed)
             self.stream = ExperienceStream(self.run, policy, self.make_envs)
-            if self._pending_stream_state is not None:
-                self.stream.load_state_dict(self._pending_stream_state)
-                if self.run.replay.save and self.replay_dir and (self.replay_dir / "meta.json").exists():
-                    self._load_replay()
+            self.stream.on_steps = self._on_env_steps
+            if self._saved_stream is not None:
+                restore_stream(self.stream, self._saved_stream, self.replay_dir)
+                self._saved_stream = None
         return DataLoader(self.stream, batch_size=None)
 
-    def _load_replay(self) -> None:
-        replay = self.stream.replay
-        replay.load(self.replay_dir)
-        if self._replay_written is not None and replay.written.tolist() != self._replay_written:
-            log.warning(
-                "replay in %s was saved at another point than the checkpoint (slots written %s, checkpoint %s); "
-                "using it anyway",
-                self.replay_dir,
-                replay.written.tolist(),
-                self._replay_written,
-            )
+    def _on_env_steps(self, before: int, after: int) -> None:
+        """Hand each move of the stream's env-step counter to the callbacks that keep an env-step
+        cadence (checkpoints, evaluation): those with ``on_env_steps(trainer, module, before, after)``."""
+        raise_if_stopped(self._trainer)  # Ctrl-C and SIGTERM end the run here, between two env steps
+        if self._trainer is None:
+            return
+        for callback in self._trainer.callbacks:
+            hook = getattr(callback, "on_env_steps", None)
+            if hook is not None:
+                hook(self._trainer, self, before, after)
 
     def on_train_epoch_end(self) -> None:
         """The stream ends when the budget is spent; stop rather than start another pass.
@@ -236,17 +222,14 @@ class DQN(pl.LightningModule):
             if level in self.level_episodes:
                 self.level_episodes[level].extend(Episode(**e) for e in saved)
                 self.level_counts[level] = int(checkpoint.get("level_counts", {}).get(level, len(saved)))
-        self._pending_stream_state = checkpoint.get("stream")
-        if self._pending_stream_state is not None:
-            # Lightning fetches one batch ahead of training, so the stream counted a batch
-            # that was never trained on; the trained count is the global step.
-            self._pending_stream_state["updates"] = checkpoint["global_step"]
-        self._replay_written = checkpoint.get("replay_written")
-        # The kernel is this machine's choice, not training state: torch's load_state_dict would
-        # bring back the saved one, so a run resumed under another precision would keep it.
+        if checkpoint.get("stream") is not None:  # restored with the stream (mario_rl/resume.py)
+            self._saved_stream = {k: checkpoint.get(k) for k in ("stream", "global_step", "replay_written")}
+        # torch's load_state_dict brings back the saved param groups. The kernel is this machine's
+        # choice, and lr and eps are the run's, which a resume may change (agent.lr=...).
+        agent = self.run.agent
         for optimizer_state in checkpoint.get("optimizer_states", []):
             for group in optimizer_state["param_groups"]:
-                group.update(self._trainer_adam_kernel())
+                group.update(self._trainer_adam_kernel(), lr=agent.lr, eps=agent.adam_eps)
 
     def on_train_end(self) -> None:
         if self.stream is not None:
@@ -262,8 +245,3 @@ def adam_kernel(precision: str) -> dict[str, bool]:
     """
     fused = "mixed" not in precision
     return {"fused": fused, "foreach": not fused}
-
-
-def run_dict(run: RunConfig) -> dict[str, Any]:
-    """Plain-dict form of the run config, as stored in checkpoints and TensorBoard hparams."""
-    return asdict(run)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure  # a bare Figure draws with Agg: no display, no pyplot state
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mario_rl import atomic
 from mario_rl.errors import UserError, user_errors_exit
 
 EVENTS_GLOB = "events.out.tfevents.*"
@@ -251,9 +253,9 @@ def write_csv(groups: dict[str, Curves], metric: str, path: Path) -> int:
         for run, (steps, values) in data.runs.items()
         for step, value in zip(steps, values, strict=True)
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        csv.writer(f).writerows([CSV_HEADER, *rows])
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows([CSV_HEADER, *rows])
+    atomic.write_text(path, text.getvalue())  # a later plot reads it in place of the event files
     return len(rows)
 
 

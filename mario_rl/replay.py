@@ -22,9 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mario_rl import atomic
 from mario_rl.config import ConfigError
 from mario_rl.priorities import SumTree
 
+META = "meta.json"  # written last: a directory with it holds a whole save
+OLD_SUFFIX = ".old"
 _ARRAYS = ("frames", "actions", "rewards", "terminated", "truncated", "first", "has_action")
 _NOTHING_TO_SAMPLE = "replay: no valid transition to sample; is learning_starts too small?"
 
@@ -47,6 +50,16 @@ def replay_nbytes(capacity: int, frame_shape: tuple[int, int], prioritized: bool
     if not prioritized:
         return capacity * per_slot
     return capacity * (per_slot + 4) + SumTree.nbytes(capacity)  # + a float32 priority per slot
+
+
+def saved_replay(path: str | Path) -> Path | None:
+    """The directory holding the last whole save of ``ReplayBuffer.save(path)``: ``path``, or
+    ``<path>.old`` when a crash fell between its two renames; None when there is none."""
+    path = Path(path)
+    for candidate in (path, path.with_name(path.name + OLD_SUFFIX)):
+        if (candidate / META).is_file():
+            return candidate
+    return None
 
 
 class ReplayBuffer:
@@ -313,14 +326,21 @@ class ReplayBuffer:
         }
 
     def save(self, path: str | Path) -> None:
-        """Write the buffer to directory ``path`` atomically (temp dir, then rename)."""
+        """Write the buffer to directory ``path`` so that a crash at any moment leaves one whole copy.
+
+        The arrays go to ``<path>.tmp``, each flushed to disk, ``meta.json`` last. Then the
+        previous ``path`` is renamed to ``<path>.old`` and the new one to ``path``, and only then
+        is the old one removed: a crash between the two renames leaves ``<path>.old``, which
+        ``saved_replay`` finds. Every rename stays inside the parent directory, one filesystem.
+        """
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + OLD_SUFFIX)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         filled = int(min(self.written.max(), self.per_env))
         for name in self._saved_arrays():
-            np.save(tmp / f"{name}.npy", getattr(self, name)[:, :filled])
+            with atomic.flushed(tmp / f"{name}.npy") as f:
+                np.save(f, getattr(self, name)[:, :filled])
         meta = {
             "cursor": self.cursor.tolist(),
             "written": self.written.tolist(),
@@ -330,18 +350,22 @@ class ReplayBuffer:
             "rng": self.rng.bit_generator.state,
             "max_priority": self.max_priority,
         }
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        old = path.with_name(path.name + ".old")
+        with atomic.flushed(tmp / META) as f:
+            f.write(json.dumps(meta).encode())
+        atomic.fsync_dir(tmp)
         if path.exists():
+            shutil.rmtree(old, ignore_errors=True)  # a leftover of an earlier crash; path is whole
             path.rename(old)
+            atomic.fsync_dir(path.parent)
         tmp.rename(path)
+        atomic.fsync_dir(path.parent)
         shutil.rmtree(old, ignore_errors=True)
 
     def load(self, path: str | Path) -> None:
-        """Restore a buffer written by ``save`` into this one (same shape)."""
+        """Restore a buffer written by ``save`` into this one (same shape); ``path`` as ``saved_replay`` finds it."""
         path = Path(path)
         try:
-            meta = json.loads((path / "meta.json").read_text())
+            meta = json.loads((path / META).read_text())
         except (OSError, ValueError) as err:
             raise ConfigError(f"replay file {path}: unreadable ({err})") from None
         shape = [meta["num_envs"], meta["per_env"], *meta["frame_shape"]]

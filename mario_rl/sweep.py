@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from mario_rl import atomic
 from mario_rl.errors import RunError, UserError, exit_with, one_line, user_errors_exit
 from mario_rl.plot import EVENTS_GLOB, load_events, points
 
@@ -60,9 +61,8 @@ def sqlite_url(path: str) -> str:
 
 def write_status(job_dir: Path, status: str, error: str = "") -> None:
     """Record how a job ended, for the sweep table: ``ok``, or ``failed`` and its one error line."""
-    job_dir.mkdir(parents=True, exist_ok=True)
     record = {"status": status, "error": error} if error else {"status": status}
-    (job_dir / STATUS_FILE).write_text(json.dumps(record) + "\n")
+    atomic.write_text(job_dir / STATUS_FILE, json.dumps(record) + "\n")
 
 
 def standard_start_method() -> None:
@@ -75,29 +75,50 @@ def standard_start_method() -> None:
         multiprocessing.set_start_method(None, force=True)
 
 
-def run_job(job: Callable[[], dict[str, float]], job_dir: Path, multirun: bool) -> dict[str, float] | None:
-    """Run ``job``, record its outcome in ``job_dir``, and return its metrics (None when it failed).
+def run_job(
+    job: Callable[[], dict[str, float]],
+    job_dir: Path,
+    multirun: bool,
+    run_dir: Callable[[], Path] | None = None,
+) -> dict[str, float] | None:
+    """Run ``job``, record its outcome, and return its metrics (None when it failed).
+
+    The outcome goes to ``job_dir`` (the Hydra job dir, which the sweep table reads) and to the
+    run's own dir, ``run_dir()`` after the job, when that is another one: a resume continues its
+    run in the run's dir. A status left by an earlier start is removed first, so a job killed
+    outright reads as running or killed, not as how the earlier start ended.
 
     A single run keeps the command line's contract: a ConfigError or RunError prints one line
     to stderr and exits 2 or 1, any other exception keeps its traceback. In a multirun every
     failure is logged (with the traceback for an unexpected one) and the job returns None, so
-    one bad job does not end the sweep; Optuna records None as a failed trial.
+    one bad job does not end the sweep; Optuna records None as a failed trial. Ctrl-C and exits
+    are recorded, then go on.
     """
+
+    def record(status: str, error: str = "") -> None:
+        dirs = {job_dir.resolve()} | ({run_dir().resolve()} if run_dir is not None else set())
+        for directory in dirs:
+            write_status(directory, status, error)
+
     standard_start_method()
+    (job_dir / STATUS_FILE).unlink(missing_ok=True)
     try:
         metrics = job()
     except (UserError, RunError) as err:
         message, code = str(err), 2 if isinstance(err, UserError) else 1
     except Exception as err:
-        write_status(job_dir, "failed", one_line(err))
+        record("failed", one_line(err))
         if not multirun:
             raise
         log.exception("job failed")
         return None
+    except (KeyboardInterrupt, SystemExit) as err:  # Lightning ends a Ctrl-C with sys.exit(1)
+        record("failed", f"interrupted ({one_line(err)})")
+        raise
     else:
-        write_status(job_dir, "ok")
+        record("ok")
         return metrics
-    write_status(job_dir, "failed", message)
+    record("failed", message)
     if not multirun:
         exit_with(message, code)
     log.error("job failed: %s", message)

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from mario_rl import atomic
+
 
 def peak_rss_mb(pid: int | str = "self") -> float:
     """Peak resident memory (VmHWM) of a process, in MB.
@@ -69,4 +71,4 @@ class ThroughputMonitor(pl.Callback):
             "peak_rss_mb": peak_rss_mb(),
             "peak_rss_worker_mb": [peak_rss_mb(p.pid) for p in getattr(stream.envs, "processes", [])],
         }
-        Path(trainer.default_root_dir, FILENAME).write_text(json.dumps(summary, indent=2))
+        atomic.write_text(Path(trainer.default_root_dir, FILENAME), json.dumps(summary, indent=2))

@@ -9,15 +9,17 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from mario_rl.checkpointing import continue_in, load_checkpoint, resolve_ckpt_path, resumed_run, run_dir_of, save_last
-from mario_rl.config import RunConfig, load
+from mario_rl.checkpointing import save_last
+from mario_rl.config import RunConfig, load_train, run_dict
 from mario_rl.errors import RunError
 from mario_rl.levels import pool_nbytes
-from mario_rl.module import DQN, run_dict
+from mario_rl.module import DQN
 from mario_rl.replay import replay_nbytes
+from mario_rl.resume import prepare
+from mario_rl.stopping import taking_stops
 
 log = logging.getLogger(__name__)
 
@@ -26,21 +28,16 @@ def train(cfg: DictConfig, run: RunConfig | None = None, overrides: Sequence[str
     """Validate the config (unless ``run`` is its validated form), build module, callbacks,
     loggers and Trainer, and fit.
 
-    A resume (``ckpt_path``) continues the checkpoint's run config; of this invocation only the
-    run keys named in ``overrides`` (the command line's) apply. Returns the last logged value
-    of every metric, for sweepers and tests.
+    A resume (``ckpt_path``, mario_rl/resume.py) continues the checkpoint's run config in the
+    run's own dir; of this invocation only the keys named in ``overrides`` (the command line's)
+    apply. Returns the last logged value of every metric, for sweepers and tests.
     """
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
-    if ckpt_path is None:
-        run = run or load(cfg)
+    resume = prepare(cfg, overrides)
+    if resume is None:
+        run = run or load_train(cfg)
     else:
-        run = resumed_run(load_checkpoint(ckpt_path), cfg, overrides)
-        continue_in(cfg, run)
-        if (previous := run_dir_of(ckpt_path)) is not None:
-            # A resume writes into the run it continues: same checkpoints, replay and event files.
-            with open_dict(cfg):
-                cfg.paths.output_dir = str(previous)
-        log.info("resuming %s in %s", ckpt_path, cfg.paths.output_dir)
+        run = resume.run
+        log.info("resuming %s in %s", resume.ckpt_path, resume.run_dir)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(run.seed, workers=True, verbose=False)
@@ -66,9 +63,13 @@ def train(cfg: DictConfig, run: RunConfig | None = None, overrides: Sequence[str
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
-        trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
+        with taking_stops():
+            trainer.fit(module, ckpt_path=resume and resume.ckpt_path, weights_only=True)
     except SIGTERMException:  # a SystemExit(0) in Lightning: a pre-empted run has not finished
         steps = module.stream.env_steps if module.stream else 0
         raise RunError(f"stopped by SIGTERM at env step {steps}; saved, resume with ckpt_path=last") from None
+    finally:
+        if module.stream is not None:  # however fit ended: the workers go with it
+            module.stream.close()
     save_last(trainer)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

@@ -12,8 +12,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mario_rl.callbacks import Evaluation, side_by_side
-from mario_rl.config import ConfigError, RunConfig, default_run
-from mario_rl.module import DQN, run_dict
+from mario_rl.config import ConfigError, RunConfig, default_run, run_dict
+from mario_rl.module import DQN
 from tests.conftest import compose_train
 
 
@@ -25,9 +25,11 @@ def events(trained_run: Path) -> EventAccumulator:
 
 
 def test_the_event_file_holds_the_evaluation_video_as_an_animated_gif(events):
-    # debug: eval every 200 env steps = every 50 updates; update 50 falls on env step 258 (64 + 49 * 4 + 2 workers)
-    [video] = events.Images("eval/video")
-    assert video.step == 258 and (video.width, video.height) == (256, 240)
+    # debug: eval each time the env-step counter crosses a multiple of 200, counted from 0
+    videos = events.Images("eval/video")
+    assert [v.step for v in videos] == [200, 400]
+    video = videos[0]
+    assert (video.width, video.height) == (256, 240)
     gif = Image.open(io.BytesIO(video.encoded_image_string))
     assert gif.format == "GIF" and gif.size == (256, 240) and gif.n_frames > 10
     # the debug eval runs 30 agent steps at most: 1 + 4 * 30 NES frames, every 2nd kept
@@ -36,10 +38,9 @@ def test_the_event_file_holds_the_evaluation_video_as_an_animated_gif(events):
 
 def test_evaluation_scalars_are_logged_against_env_steps(events):
     for name in ("eval/return_mean", "eval/x_pos_mean", "eval/clear_rate", "eval/length_mean"):
-        assert [p.step for p in events.Scalars(name)] == [258]
-    [x_pos] = events.Scalars("eval/x_pos_mean")
-    [length] = events.Scalars("eval/length_mean")
-    assert x_pos.value > 40 and 1 <= length.value <= 30  # Mario starts at x 40; debug eval cap is 30 steps
+        assert [p.step for p in events.Scalars(name)] == [200, 400]
+    for x_pos, length in zip(events.Scalars("eval/x_pos_mean"), events.Scalars("eval/length_mean"), strict=True):
+        assert x_pos.value > 40 and 1 <= length.value <= 30  # Mario starts at x 40; debug eval cap is 30 steps
 
 
 def test_tensorboard_shows_the_stacked_frames_the_network_sees(events):
@@ -51,11 +52,13 @@ def test_tensorboard_shows_the_stacked_frames_the_network_sees(events):
 
 def test_the_best_checkpoint_holds_the_weights_of_the_best_evaluation(trained_run, events):
     best = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
-    assert "optimizer_states" not in best and best["global_step"] == 50  # weights only, at the evaluation
+    scores = {p.step: p.value for p in events.Scalars("eval/x_pos_mean")}
+    step = max(scores, key=lambda s: (scores[s], -s))  # the first of the best: a tie does not replace it
+    assert "optimizer_states" not in best and best["stream"]["env_steps"] == step  # weights only, at the evaluation
+    periodic = torch.load(trained_run / "checkpoints" / f"env_steps_{step}.ckpt", weights_only=True)
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in periodic["state_dict"].items())
     last = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
-    [state] = [s for k, s in last["callbacks"].items() if "eval/x_pos_mean" in k]
-    assert float(state["best_model_score"]) == events.Scalars("eval/x_pos_mean")[0].value
-    assert Path(state["best_model_path"]).name == "best.ckpt"
+    assert last["callbacks"]["BestCheckpoint"] == {"best": scores[step], "monitor": "eval/x_pos_mean"}
 
 
 def test_side_by_side_puts_the_frames_in_a_row_oldest_first():
@@ -146,6 +149,6 @@ def test_a_run_with_frequent_evaluations_trains_exactly_like_one_without(tiny_ov
     train(compose_train([*common, "callbacks.eval.every=40", "callbacks.eval.episodes=2"], tmp_path / "with"))
     with_eval = EventAccumulator(str(tmp_path / "with" / "tensorboard"))
     with_eval.Reload()
-    # (300 - 64) / 4 + 1 = 60 updates; every 40 env steps = every 10 updates: 6 evaluations
-    assert [e.step for e in with_eval.Scalars("eval/x_pos_mean")] == [98, 138, 178, 218, 258, 298]
+    # every multiple of 40 env steps the counter crossed, from 0, the warm-up's (before step 64) included
+    assert [e.step for e in with_eval.Scalars("eval/x_pos_mean")] == [40, 80, 120, 160, 200, 240, 280]
     assert losses(tmp_path / "with") == losses(tmp_path / "without") and len(losses(tmp_path / "without")) > 50

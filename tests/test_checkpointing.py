@@ -3,17 +3,17 @@
 import os
 from pathlib import Path
 
-import fsspec.implementations.local
 import pytest
 import torch
 from hydra.utils import instantiate
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from submitit.core.utils import UncompletedJobError
 
-from mario_rl.checkpointing import SaveOnInterrupt, continue_in, load_checkpoint, resolve_ckpt_path, resumed_run
-from mario_rl.config import ConfigError, default_run
+from mario_rl.checkpointing import SafeCheckpointIO, SaveOnInterrupt, load_checkpoint
+from mario_rl.config import ConfigError, default_run, run_dict
 from mario_rl.errors import NonFiniteLossError
-from mario_rl.module import DQN, run_dict
+from mario_rl.module import DQN
+from mario_rl.resume import continue_in, resolve_ckpt_path, resumed_run
 from mario_rl.training import train
 from tests.conftest import compose_train
 
@@ -30,44 +30,42 @@ def test_a_finished_run_resumes_to_a_larger_budget_in_its_own_dir(finished_run, 
     first = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
     assert first["stream"]["env_steps"] == 400
     # the run was trained with agent.dueling=true; the resume's command line does not repeat it
-    resume = ["env_steps=480", "ckpt_path=last", "checkpoint_every=200"]
+    resume = ["env_steps=640", "ckpt_path=last", "checkpoint_every=200"]
     cfg = compose_train(["debug=default", "env.vector=sync", *resume], finished_run)
     train(cfg, overrides=resume)
     last = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
-    assert last["stream"]["env_steps"] == 480
+    assert last["stream"]["env_steps"] == 640
     assert last["hyper_parameters"]["run"]["agent"]["dueling"] is True
     assert any(k.startswith("online.value.") for k in last["state_dict"])
-    # the update count continues: (480 - 64) // 4 + 1, not a fresh run's count
-    assert last["global_step"] == last["stream"]["updates"] == 105
+    # the update count continues: (640 - 64) // 4 + 1, not a fresh run's count
+    assert last["global_step"] == last["stream"]["updates"] == 145
     assert last["stream"]["episodes"] >= first["stream"]["episodes"]
-    # the rollout/* window (20 episodes) goes on from the episodes before the stop; with at
-    # most 20 in all, none has left it
-    assert last["stream"]["episodes"] <= 20
-    assert (
-        first["recent_episodes"]
-        and last["recent_episodes"][: len(first["recent_episodes"])] == first["recent_episodes"]
-    )
-    # the replay came back and grew by the 80 new steps (2 workers x 40 slots each), the 2
+    # the rollout/* window (20 episodes) goes on from the episodes before the stop
+    window = (first["recent_episodes"] + [e for e in last["recent_episodes"] if e["env_steps"] > 400])[-20:]
+    assert first["recent_episodes"] and last["recent_episodes"] == window
+    # the replay came back and grew by the 240 new steps (2 workers x 120 slots each), the 2
     # reset frames of the resume, and one reset frame per episode that ended after it
     ended = last["stream"]["episodes"] - first["stream"]["episodes"]
-    assert sum(last["replay_written"]) == sum(first["replay_written"]) + 80 + 2 + ended
+    assert sum(last["replay_written"]) == sum(first["replay_written"]) + 240 + 2 + ended
     assert len(list((finished_run / "tensorboard").glob("events.*"))) == 2  # one file per process, one dir
-    # The resume's periodic save went to last.ckpt, which ckpt_path=last reads, not to a
-    # last-v1.ckpt beside it (Lightning's version counter, for a file saved by save_last).
+    # The resume's periodic save (at env step 600, the multiple of 200 it crossed) went to
+    # last.ckpt too, which ckpt_path=last reads; the first part ended before its first save at 1000.
     names = sorted(p.name for p in (finished_run / "checkpoints").glob("*.ckpt"))
-    assert names == ["best.ckpt", "env_steps_458.ckpt", "last.ckpt"]
+    assert names == ["best.ckpt", "env_steps_600.ckpt", "last.ckpt"]
+    assert load_checkpoint(finished_run / "checkpoints" / "env_steps_600.ckpt")["stream"]["env_steps"] == 600
 
 
 def test_a_resume_saves_and_evaluates_on_the_runs_cadence_not_this_commands(finished_run):
     ckpt = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
     ckpt["hyper_parameters"]["run"].update(checkpoint_every=1000)  # the run's; this command's is 200
     ckpt["hyper_parameters"]["run"]["agent"].update(train_every=2)
+    del ckpt["callbacks"]["Evaluation"]  # as a checkpoint written before the evaluation kept its settings
     cfg = compose_train(["debug=default", "env.vector=sync", "ckpt_path=last"], finished_run)
-    assert cfg.callbacks.eval.every == 200 and cfg.callbacks.model_checkpoint.every_n_train_steps == 200 // 4
-    continue_in(cfg, resumed_run(ckpt, cfg, ["ckpt_path=last"]))
+    assert cfg.callbacks.eval.every == 200 and cfg.callbacks.model_checkpoint.every == 200
+    path = finished_run / "checkpoints" / "last.ckpt"
+    continue_in(cfg, resumed_run(ckpt, cfg, ["ckpt_path=last"], path), ckpt, ["ckpt_path=last"])
     assert cfg.callbacks.eval.every == 1000 and cfg.checkpoint_every == 1000
-    assert cfg.callbacks.model_checkpoint.every_n_train_steps == 1000 // 2  # env steps -> updates
-    assert cfg.callbacks.best_checkpoint.every_n_train_steps == 1000 // 2
+    assert cfg.callbacks.model_checkpoint.every == cfg.callbacks.best_checkpoint.every == 1000  # env steps
 
 
 def test_a_resume_clips_gradients_as_the_run_did_not_as_this_commands_trainer(finished_run):
@@ -75,7 +73,7 @@ def test_a_resume_clips_gradients_as_the_run_did_not_as_this_commands_trainer(fi
     ckpt["hyper_parameters"]["run"]["agent"].update(grad_clip_norm=None)  # a seed_notebook run: no clipping
     cfg = compose_train(["debug=default", "env.vector=sync", "ckpt_path=last"], finished_run)
     assert cfg.trainer.gradient_clip_val == 10.0  # conf/trainer/cpu.yaml through the default agent
-    continue_in(cfg, resumed_run(ckpt, cfg, ["ckpt_path=last"]))
+    continue_in(cfg, resumed_run(ckpt, cfg, ["ckpt_path=last"], Path("last.ckpt")), ckpt, ["ckpt_path=last"])
     trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
     assert trainer.gradient_clip_val is None
 
@@ -84,7 +82,7 @@ def test_a_resume_takes_a_null_from_the_command_line(finished_run):
     ckpt = load_checkpoint(finished_run / "checkpoints" / "last.ckpt")
     overrides = ["ckpt_path=last", "agent.grad_clip_norm=null", "env.stuck_patience=null"]
     cfg = compose_train(["debug=default", "env.vector=sync", *overrides], finished_run)
-    run = resumed_run(ckpt, cfg, overrides)
+    run = resumed_run(ckpt, cfg, overrides, Path("last.ckpt"))
     assert (run.agent.grad_clip_norm, run.env.stuck_patience) == (None, None)  # the run had 10.0 and 150
 
 
@@ -131,17 +129,16 @@ def test_a_save_that_dies_half_way_leaves_the_previous_checkpoint_usable(finishe
     target = tmp_path / "last.ckpt"
     target.write_bytes((finished_run / "checkpoints" / "last.ckpt").read_bytes())
     before = load_checkpoint(target)["global_step"]
-    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+    real_save = torch.save
 
-    real_write = fsspec.implementations.local.LocalFileOpener.write
-
-    def write_half_then_fail(self, data):
-        real_write(self, data[: len(data) // 2])
+    def save_half_then_fail(obj, f):
+        real_save(obj, f)
+        f.truncate(f.tell() // 2)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(fsspec.implementations.local.LocalFileOpener, "write", write_half_then_fail)
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
     with pytest.raises(OSError, match="No space left"):
-        TorchCheckpointIO().save_checkpoint({"global_step": 999, "junk": torch.zeros(10_000)}, target)
+        SafeCheckpointIO().save_checkpoint({"global_step": 999, "junk": torch.zeros(10_000)}, target)
     monkeypatch.undo()
     assert load_checkpoint(target)["global_step"] == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no half-written leftovers

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from mario_rl.config import ConfigError, load
+from mario_rl.config import ConfigError, load, load_train
 from tests.conftest import ROOT, compose_train
 
 
@@ -70,11 +70,29 @@ def test_seed_notebook_resolves_to_the_notebooks_values(tmp_path):
         ("replay.priority_beta_start=2", "replay.priority_beta_start=2.0 is not allowed; it must be in [0, 1]"),
         ("replay.priority_eps=0", "replay.priority_eps=0.0 is not allowed; it must be > 0"),
         ("replay.prioritized=maybe", "replay.prioritized: Value 'maybe' is not a valid bool"),
+        ("seed=-1", "seed=-1 is not allowed; it must be an integer in [0, 4294967295]"),
+        ("seed=4294967296", "seed=4294967296 is not allowed; it must be an integer in [0, 4294967295]"),
+        ("env_steps=3000", "env_steps=3000 is not allowed; it must be > 10000, the env step of the first update"),
+        ("agent.learning_starts=0 agent.batch_size=64 env_steps=64", "env_steps=64 is not allowed; it must be > 64"),
+        ("torch_threads=0", "torch_threads=0 is not allowed; it must be null or an integer >= 1"),
+        ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0 is not allowed; it must be an integer >= 1"),
+        ("callbacks.eval.episodes=0", "callbacks.eval.episodes=0 is not allowed; it must be an integer >= 1"),
+        ("callbacks.eval.epsilon=2", "callbacks.eval.epsilon=2 is not allowed; it must be in [0, 1]"),
+        ("callbacks.eval.seed=-1", "callbacks.eval.seed=-1 is not allowed; it must be an integer >= 0"),
+        (
+            "callbacks.eval.seed=4294967290",
+            "callbacks.eval.seed=4294967290 is not allowed; it must be an integer in [0, 4294967286]",
+        ),
+        ("callbacks.eval.max_episode_steps=0", "callbacks.eval.max_episode_steps=0 is not allowed; it must be null or"),
+        ("callbacks.eval.levels=[9-9]", "callbacks.eval.levels='9-9' is not a level of smb"),
+        ("callbacks.eval.every=abc", "callbacks.eval.every='abc' is not allowed; it must be an integer >= 1"),
+        ("checkpoint_every=0", "checkpoint_every=0 is not allowed; it must be an integer >= 1 (env steps)"),
+        ("callbacks.throughput.window_s=0", "callbacks.throughput.window_s=0 is not allowed; it must be > 0 (seconds)"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(tmp_path, override, message):
     with pytest.raises(ConfigError) as err:
-        load(compose_train(override.split(), tmp_path))
+        load_train(compose_train(override.split(), tmp_path))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -83,7 +101,9 @@ def test_lost_levels_accept_worlds_a_to_d(tmp_path):
     assert load(compose_train(["env.game=lost_levels", "env.level=C-2"], tmp_path)).env.level == "C-2"
 
 
-@pytest.mark.parametrize("override", ["agent.gamma=1.5", "env.level=9-9", "env.actions=jump"])
+@pytest.mark.parametrize(
+    "override", ["agent.gamma=1.5", "env.level=9-9", "env.actions=jump", "seed=-1", "env_steps=3000"]
+)
 def test_cli_exits_non_zero_with_one_line(tmp_path, override):
     proc = subprocess.run(
         [sys.executable, "train.py", override, f"hydra.run.dir={tmp_path}"],

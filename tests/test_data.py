@@ -77,3 +77,34 @@ def test_more_updates_than_vector_steps_when_train_every_is_small():
     _stream, _, batches = run_stream(env_steps=60, learning_starts=40, train_every=1)
     # start = max(learning_starts, batch) = 40: updates at 40..60 -> 21
     assert len(batches) == 21
+
+
+def schedule_stream(train_every: int = 4) -> ExperienceStream:
+    run = default_run(
+        env={"num_envs": 2, "vector": "sync"},
+        agent={"learning_starts": 40, "train_every": train_every, "batch_size": 8},
+        replay={"capacity": 1000},
+    )
+    return ExperienceStream(run, RecordingPolicy(5))
+
+
+def test_a_refill_owes_no_update_for_a_warm_up_then_keeps_the_cadence():
+    stream = schedule_stream()
+    stream.load_state_dict({**stream.state_dict(), "env_steps": 1000, "updates": 241})
+    assert stream._updates_owed(1004) == 1  # the fresh schedule: (1004 - 40) // 4 + 1 = 242
+    assert stream.refill() == 40
+    assert [stream._updates_owed(e) for e in (1002, 1038)] == [0, 0]  # the replay fills from empty
+    assert [stream._updates_owed(e) for e in (1040, 1044, 1048)] == [1, 2, 3]  # then one per 4 env steps
+    again = schedule_stream()  # a checkpoint taken during the refill brings the refill back
+    again.load_state_dict({**stream.state_dict(), "env_steps": 1020})
+    assert again._updates_owed(1038) == 0 and again._updates_owed(1040) == 1
+
+
+def test_a_resume_that_changes_train_every_owes_no_burst_of_updates():
+    saved = schedule_stream(train_every=4)
+    saved.load_state_dict({**saved.state_dict(), "env_steps": 1000, "updates": 241})
+    faster = schedule_stream(train_every=1)  # ckpt_path=last agent.train_every=1
+    faster.load_state_dict(saved.state_dict())
+    # the old anchor at the new rate would owe (1002 - 40) // 1 + 1 - 241 = 722 updates at once;
+    # the new cadence starts one train_every after the resume
+    assert [faster._updates_owed(e) for e in (1000, 1001, 1002, 1003)] == [0, 1, 2, 3]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mario_rl.config import default_run
+from mario_rl.config import default_run, run_dict
 from mario_rl.envs import (
     ClassicReward,
     FrameTap,
@@ -18,7 +18,7 @@ from mario_rl.envs import (
     make_vector_env,
     num_actions,
 )
-from mario_rl.module import DQN, run_dict
+from mario_rl.module import DQN
 
 
 class ScriptedEnv(gym.Env):

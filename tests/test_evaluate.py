@@ -225,6 +225,8 @@ def test_an_evaluation_never_overwrites_another(two_levels, last_ckpt):
     [
         ([], "error: ckpt_path is required"),
         (["ckpt_path=nope.ckpt"], "error: nope.ckpt: no such file"),
+        # the seed is refused before the checkpoint is read (here: before its absence is noticed)
+        (["ckpt_path=nope.ckpt", "seed=-3"], "error: seed=-3 is not allowed; it must be an integer in [0, 4294967286]"),
     ],
 )
 def test_the_cli_prints_one_line_and_exits_2(args, message, tmp_path):

@@ -10,11 +10,10 @@ import torch
 from nes_py.nes_env import OBSERVATION_MODE_GRAYSCALE
 
 from mario_rl.checkpointing import load_checkpoint
-from mario_rl.config import ConfigError, EnvConfig, check_level_overrides, default_run, load
+from mario_rl.config import ConfigError, EnvConfig, check_level_overrides, default_run, load, run_config_from
 from mario_rl.data import ExperienceStream
 from mario_rl.envs import make_env, make_vector_env
 from mario_rl.levels import LevelSampler, LevelSet, StartState, StartStatePool, env_id, flag_fraction, level_tag
-from mario_rl.module import run_config_from
 from mario_rl.plot import per_level_metrics
 from mario_rl.policy import EpsilonGreedy
 from mario_rl.training import train

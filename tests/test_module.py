@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from mario_rl.augment import shift
-from mario_rl.config import default_run
+from mario_rl.config import default_run, run_config_from, run_dict
 from mario_rl.losses import double_dqn_loss
-from mario_rl.module import DQN, run_config_from, run_dict
+from mario_rl.module import DQN
 
 
 def make_module(target_sync: int) -> DQN:
@@ -133,3 +133,15 @@ def test_a_checkpoint_from_before_jump_release_plays_on_the_raw_pad():
     assert run_config_from({"run": saved}).env.release_jump is False
     saved["env"]["release_jump"] = False
     assert run_config_from({"run": saved}).env.release_jump is False
+
+
+def test_a_resumed_optimizer_takes_the_runs_lr_and_eps_not_the_saved_ones():
+    saved = DQN(run_dict(default_run(agent={"lr": 1e-3, "adam_eps": 1e-8})))
+    saved.trainer = SimpleNamespace(precision="32-true")
+    checkpoint = {"global_step": 0, "optimizer_states": [saved.configure_optimizers().state_dict()]}
+    resumed = DQN(run_dict(default_run(agent={"lr": 2e-4, "adam_eps": 1e-4})))  # ckpt_path=last agent.lr=2e-4
+    resumed.trainer = SimpleNamespace(precision="32-true")
+    resumed.on_load_checkpoint(checkpoint)
+    optimizer = resumed.configure_optimizers()
+    optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    assert (optimizer.param_groups[0]["lr"], optimizer.param_groups[0]["eps"]) == (2e-4, 1e-4)

@@ -4,16 +4,21 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mario_rl.checkpointing import load_checkpoint
+from mario_rl.config import default_run
+from mario_rl.data import ExperienceStream
 from mario_rl.errors import EnvWorkerError
+from mario_rl.stopping import raise_if_stopped, taking_stops
 from mario_rl.training import train
 from tests.conftest import ROOT, compose_train
 
@@ -134,6 +139,69 @@ def test_sigterm_and_sigint_save_a_checkpoint_before_exiting(tmp_path, sig):
     if left:
         os.killpg(proc.pid, signal.SIGKILL)
     assert not left, f"left running after {sig.name}: {left}\n{output(tmp_path)}"
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_warm_up_saves_and_stops_at_once(tmp_path):
+    # no update for 100,000 env steps: Lightning, which looks for SIGTERM between batches, never would
+    proc = start(tmp_path, "agent.learning_starts=100000", "env_steps=200000", "checkpoint_every=100")
+    warm_up = tmp_path / "checkpoints" / "env_steps_100.ckpt"
+    wait_for(warm_up.exists, f"{warm_up} written", proc, tmp_path)
+    saved = load_checkpoint(warm_up)  # counted in env steps from 0, written before any update
+    assert saved["stream"]["env_steps"] == 100 and saved["global_step"] == 0
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"train.py still running 60 s after SIGTERM in the warm-up:\n{output(tmp_path)}")
+    assert proc.returncode == 1 and "stopped by SIGTERM at env step" in output(tmp_path)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert 100 <= last["stream"]["env_steps"] < 100000 and last["global_step"] == 0
+
+
+class RandomPolicy:
+    def __init__(self):
+        self.rng = np.random.default_rng(0)
+
+    def __call__(self, obs, eps):
+        return self.rng.integers(5, size=obs.shape[0])
+
+
+def test_ctrl_c_during_a_vector_step_stops_at_the_next_step_and_the_envs_close(tmp_path):
+    run = default_run(
+        env={"num_envs": 2, "vector": "async", "max_episode_steps": 50},
+        agent={"learning_starts": 100_000},  # no batch: the stream runs until stopped
+        replay={"capacity": 1000, "save": False},
+        env_steps=200_000,
+    )
+    stream = ExperienceStream(run, RandomPolicy())
+    stream.on_steps = lambda before, after: raise_if_stopped()
+
+    def interrupt_while_the_main_thread_waits_for_a_worker():
+        while stream.env_steps < 20:
+            time.sleep(0.05)
+        slow = stream.envs.processes[1].pid
+        os.kill(slow, signal.SIGSTOP)  # a worker descheduled under load: the step waits for it
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)  # the other worker's answer is read, this one's is not
+        time.sleep(1.0)
+        os.kill(slow, signal.SIGCONT)
+
+    helper = threading.Thread(target=interrupt_while_the_main_thread_waits_for_a_worker, daemon=True)
+    try:
+        with taking_stops(), pytest.raises(KeyboardInterrupt):
+            helper.start()
+            next(iter(stream))
+        assert not stream._result and stream.envs._state.name == "DEFAULT"  # no step half collected
+        closing = threading.Thread(target=stream.close, daemon=True)
+        closing.start()
+        closing.join(timeout=30)
+        assert not closing.is_alive(), "closing the envs waits for a step that was half read"
+    finally:
+        helper.join()
+        if stream.envs is not None:
+            stream.envs.close(terminate=True)
 
 
 class KillWorkerAt(pl.Callback):

@@ -232,3 +232,27 @@ def test_sqlite_url_creates_the_directory_of_the_study(tmp_path):
     db = tmp_path / "multirun" / "day" / "optuna.db"
     assert sqlite_url(str(db)) == f"sqlite:///{db}"
     assert db.parent.is_dir()
+
+
+def test_a_job_that_continued_a_run_elsewhere_records_its_outcome_in_both_dirs(tmp_path):
+    job_dir, run_dir = tmp_path / "job", tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text(json.dumps({"status": "failed", "error": "stopped by SIGTERM"}))
+    assert run_job(lambda: {"eval/x_pos_mean": 3.0}, job_dir, False, run_dir=lambda: run_dir) == {
+        "eval/x_pos_mean": 3.0
+    }
+    assert status(job_dir) == status(run_dir) == {"status": "ok"}
+    with pytest.raises(KeyboardInterrupt):
+        run_job(fail(KeyboardInterrupt()), job_dir, False, run_dir=lambda: run_dir)
+    assert status(job_dir) == status(run_dir) == {"status": "failed", "error": "interrupted (KeyboardInterrupt)"}
+
+
+def test_a_restarted_job_drops_the_status_of_its_last_start_while_it_runs(tmp_path):
+    (tmp_path / "status.json").write_text(json.dumps({"status": "ok"}))
+
+    def job() -> dict[str, float]:
+        assert not (tmp_path / "status.json").exists()  # killed now, it would read as running or killed
+        return {}
+
+    run_job(job, tmp_path, multirun=False)
+    assert status(tmp_path) == {"status": "ok"}

@@ -27,7 +27,10 @@ def test_short_run_leaves_checkpoints_and_tensorboard_metrics(tmp_path, tiny_ove
     cfg = compose_train([*tiny_overrides, "env.max_episode_steps=60"], tmp_path)
     metrics = train(cfg)
     ckpts = tmp_path / "checkpoints"
-    assert (ckpts / "last.ckpt").is_file() and (ckpts / "env_steps_258.ckpt").is_file()
+    # checkpoint_every 200 (debug), counted in env steps from 0
+    assert sorted(p.name for p in ckpts.glob("env_steps_*.ckpt")) == ["env_steps_200.ckpt", "env_steps_400.ckpt"]
+    periodic = torch.load(ckpts / "env_steps_200.ckpt", weights_only=True)
+    assert periodic["stream"]["env_steps"] == 200 and periodic["global_step"] == (200 - 64) // 4  # one batch in flight
     last = torch.load(ckpts / "last.ckpt", weights_only=False)
     assert last["stream"]["env_steps"] == 400
     # updates from env step 64 (learning_starts) to 400, one per 4 env steps
