@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from mario_rl import config
-from mario_rl.config import AgentConfig, EnvConfig, EvaluateConfig, EvaluateLevels, ReplayConfig, RunConfig
-from mario_rl.module import run_config_from, run_dict
+from mario_rl.config import (
+    AgentConfig,
+    EnvConfig,
+    EvaluateConfig,
+    EvaluateLevels,
+    ReplayConfig,
+    RunConfig,
+    run_config_from,
+    run_dict,
+)
 from tests.conftest import CONF, compose_train
 
 

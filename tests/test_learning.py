@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from mario_rl.config import load
+from mario_rl.config import load, run_dict
 from mario_rl.evaluation import play_episode
-from mario_rl.module import DQN, run_dict
+from mario_rl.module import DQN
 from tests.conftest import compose_train
 from tests.corridor import PATH, corridor, corridor_envs
 
