@@ -3,7 +3,7 @@ import torch
 from pytorch_lightning.plugins.precision import MixedPrecision
 
 from mario_rl.losses import double_dqn_targets
-from mario_rl.nets import NatureCNN
+from mario_rl.nets import NatureCNN, pixel_conv
 
 
 def test_dueling_head_is_value_plus_advantage_minus_its_mean():
@@ -76,3 +76,16 @@ def test_bf16_mixed_and_fp32_give_the_same_greedy_actions_and_targets(dueling):
     # Tolerance 0.01 on targets near 80, a fiftieth of bf16's step there: what the torso's bf16
     # rounding leaves after the scaled-down head (a bf16 head would be off by up to 0.25 * 0.9).
     torch.testing.assert_close(bf16_targets, fp32_targets, rtol=0.0, atol=0.01)
+
+
+def test_pixel_conv_is_the_conv_of_frames_scaled_to_one_with_the_same_gradients():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 8, kernel_size=3, stride=2, padding=1)
+    obs = torch.randint(0, 256, (2, 4, 12, 12), dtype=torch.uint8)
+    folded = pixel_conv(conv, obs)
+    folded.square().sum().backward()
+    folded_grad, conv.weight.grad = conv.weight.grad.clone(), None
+    reference = conv(obs.float() / 255.0)
+    reference.square().sum().backward()
+    torch.testing.assert_close(folded, reference)
+    torch.testing.assert_close(folded_grad, conv.weight.grad)
