@@ -94,14 +94,26 @@ def mario_rl_run(warmup: int, steps: int, threads: int) -> dict[str, float]:
     }
 
 
-def sb3_run(warmup: int, steps: int, threads: int, seed: int = 1) -> dict[str, float]:
-    """Stable-Baselines3's DQN on our wrappers; runs in this process (call it in a child)."""
+def sb3_figures(
+    envs: Any,
+    warmup: int,
+    steps: int,
+    threads: int,
+    train_freq: int = 1,
+    gradient_steps: int = 1,
+    policy_kwargs: dict[str, Any] | None = None,
+    seed: int = 1,
+) -> dict[str, float]:
+    """Stable-Baselines3's DQN on a SubprocVecEnv ``envs``, with mario-rl's default agent and replay
+    settings; runs in this process (call it in a child) and closes ``envs``.
+
+    ``train_freq`` counts vector steps: one update per ``env.num_envs`` env steps when 1.
+    Rates are from the first vector step past ``warmup`` env steps to the end.
+    """
     import torch
     from stable_baselines3 import DQN
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.vec_env import SubprocVecEnv
 
-    from mario_rl.envs import make_env
     from mario_rl.throughput import peak_rss_mb
 
     class SteadyState(BaseCallback):
@@ -115,8 +127,7 @@ def sb3_run(warmup: int, steps: int, threads: int, seed: int = 1) -> dict[str, f
             return True
 
     torch.set_num_threads(threads)
-    env, agent, replay = EnvConfig(), AgentConfig(), ReplayConfig()
-    envs = SubprocVecEnv([functools.partial(make_env, env)] * env.num_envs, start_method="forkserver")
+    agent, replay = AgentConfig(), ReplayConfig()
     model = DQN(
         "CnnPolicy",
         envs,
@@ -125,15 +136,15 @@ def sb3_run(warmup: int, steps: int, threads: int, seed: int = 1) -> dict[str, f
         learning_starts=warmup,
         batch_size=agent.batch_size,
         gamma=agent.gamma,
-        train_freq=1,  # vector steps: one update per env.num_envs env steps
-        gradient_steps=1,
+        train_freq=train_freq,
+        gradient_steps=gradient_steps,
         target_update_interval=agent.target_sync,
         exploration_initial_eps=EPSILON,
         exploration_final_eps=EPSILON,
         max_grad_norm=agent.grad_clip_norm,
         optimize_memory_usage=True,
         replay_buffer_kwargs={"handle_timeout_termination": False},  # SB3 allows no other with optimize_memory_usage
-        policy_kwargs={"optimizer_kwargs": {"eps": agent.adam_eps}},
+        policy_kwargs={"optimizer_kwargs": {"eps": agent.adam_eps}, **(policy_kwargs or {})},
         device="cpu",
         seed=seed,
     )
@@ -151,6 +162,17 @@ def sb3_run(warmup: int, steps: int, threads: int, seed: int = 1) -> dict[str, f
     }
     envs.close()
     return figures
+
+
+def sb3_run(warmup: int, steps: int, threads: int) -> dict[str, float]:
+    """SB3's DQN with CnnPolicy (Nature CNN, 512-wide plain head) on our Mario wrappers, 4 workers."""
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    from mario_rl.envs import make_env
+
+    env = EnvConfig()
+    envs = SubprocVecEnv([functools.partial(make_env, env)] * env.num_envs, start_method="forkserver")
+    return sb3_figures(envs, warmup, steps, threads)
 
 
 def notebook_run(warmup: int, steps: int, threads: int) -> dict[str, float]:

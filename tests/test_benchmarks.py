@@ -102,3 +102,22 @@ def test_peers_script_prints_every_system_and_figures_that_add_up():
     env, learner = figures["env_alone_env_steps_per_s"], figures["learner_alone_updates_per_s"]
     assert figures["limit_env_steps_per_s"] == pytest.approx(1 / (1 / env + 1 / (4 * learner)), rel=1e-3)
     assert figures["cores"] >= 1 and isinstance(figures["avx512_bf16"], bool)
+
+
+@pytest.mark.slow
+def test_pipeline_ceiling_script_prints_both_systems_and_where_mario_rls_time_went():
+    cmd = [sys.executable, "benchmarks/pipeline_ceiling.py", "--num-envs=2", "--warmup=64", "--train-steps=160"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    for system in ("mario_rl", "sb3"):
+        # one update per 4 env steps in both
+        rates = figures[f"{system}_env_steps_per_s"], figures[f"{system}_updates_per_s"]
+        assert rates[0] > 0 and rates[1] * 4 == pytest.approx(rates[0], rel=0.25), system
+    shares = {k: v for k, v in figures.items() if k.startswith("mario_rl_time_")}
+    assert set(shares) == {f"mario_rl_time_{p}" for p in ("env_wait", "actor", "replay_add", "replay_sample")} | {
+        f"mario_rl_time_{p}" for p in ("forward_loss", "backward_step", "loop")
+    }
+    assert all(0 <= v <= 1 for v in shares.values()) and sum(shares.values()) == pytest.approx(1, abs=0.01)
+    ratio = figures["mario_rl_env_steps_per_s"] / figures["sb3_env_steps_per_s"]
+    assert figures["mario_rl_over_sb3_env_steps_per_s"] == pytest.approx(ratio, abs=2e-3)
