@@ -121,3 +121,13 @@ def test_pipeline_ceiling_script_prints_both_systems_and_where_mario_rls_time_we
     assert all(0 <= v <= 1 for v in shares.values()) and sum(shares.values()) == pytest.approx(1, abs=0.01)
     ratio = figures["mario_rl_env_steps_per_s"] / figures["sb3_env_steps_per_s"]
     assert figures["mario_rl_over_sb3_env_steps_per_s"] == pytest.approx(ratio, abs=2e-3)
+
+
+def test_update_profile_times_every_phase_and_they_add_up_to_the_update():
+    from benchmarks.update_profile import PHASES, phase_times
+
+    times = phase_times(2, threads=1, channels_last=True)
+    assert set(times) == set(PHASES) and all(len(spans) == 2 for spans in times.values())
+    for i in range(2):
+        parts = sum(times[phase][i] for phase in PHASES if phase != "update")
+        assert parts == pytest.approx(times["update"][i], rel=1e-6)
