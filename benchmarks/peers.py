@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 # The forkserver workers of both vector envs import this file as their __main__: torch,
 # Lightning and SB3 are imported inside the functions that need them, so the workers stay small.
-from mario_rl.config import AgentConfig, EnvConfig, ReplayConfig  # noqa: E402
+from mario_rl.config import default_run  # noqa: E402
 
 SYSTEMS = ("mario_rl", "sb3", "notebook")
 EPSILON = 0.05
@@ -83,7 +83,7 @@ def mario_rl_run(warmup: int, steps: int, threads: int) -> dict[str, float]:
         f"torch_threads={threads}",
     ]
     figures = train_run(overrides)
-    env, gamma = EnvConfig(), AgentConfig().gamma
+    env, gamma = default_run().env, default_run().agent.gamma
     buffer = ReplayBuffer(10_000, env.num_envs, (env.frame_size,) * 2, env.frame_stack, n_step=1, gamma=gamma, seed=0)
     return {
         "env_steps_per_s": figures["env_steps_per_s"],
@@ -127,7 +127,8 @@ def sb3_figures(
             return True
 
     torch.set_num_threads(threads)
-    agent, replay = AgentConfig(), ReplayConfig()
+    run = default_run()
+    agent, replay = run.agent, run.replay
     model = DQN(
         "CnnPolicy",
         envs,
@@ -170,7 +171,7 @@ def sb3_run(warmup: int, steps: int, threads: int) -> dict[str, float]:
 
     from mario_rl.envs import make_env
 
-    env = EnvConfig()
+    env = default_run().env
     envs = SubprocVecEnv([functools.partial(make_env, env)] * env.num_envs, start_method="forkserver")
     return sb3_figures(envs, warmup, steps, threads)
 
@@ -210,7 +211,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.throughput import env_only
     from mario_rl.config import auto_precision
 
-    agent = AgentConfig()
+    agent = default_run().agent
     best: dict[str, float] = {}
 
     def keep(key: str, value: float) -> None:

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.peers import EPSILON, cpu_features  # noqa: E402
-from mario_rl.config import AgentConfig, EnvConfig, ReplayConfig, RunConfig  # noqa: E402
+from mario_rl.config import default_run  # noqa: E402
 
 PHASES = ("env_wait", "actor", "replay_add", "replay_sample", "forward_loss", "backward_step")
 
@@ -100,13 +100,19 @@ def mario_rl_run(num_envs: int, warmup: int, steps: int, threads: int) -> dict[s
     from mario_rl.synthetic import make_synthetic_vector_env
 
     torch.set_num_threads(threads)
-    agent = AgentConfig(learning_starts=warmup, dueling=False, n_step=1, epsilon_start=EPSILON, epsilon_end=EPSILON)
-    run = RunConfig(
-        env=EnvConfig(num_envs=num_envs),
-        agent=agent,
-        replay=ReplayConfig(prioritized=False, save=False),
+    run = default_run(
+        env={"num_envs": num_envs},
+        agent={
+            "learning_starts": warmup,
+            "dueling": False,
+            "n_step": 1,
+            "epsilon_start": EPSILON,
+            "epsilon_end": EPSILON,
+        },
+        replay={"prioritized": False, "save": False},
         env_steps=warmup + steps,
     )
+    agent = run.agent
     module = DQN(run_dict(run))
     module.online = tiny_q_net(run.env.frame_stack, module.num_actions)
     module.target = tiny_q_net(run.env.frame_stack, module.num_actions).requires_grad_(False)
@@ -184,10 +190,10 @@ def sb3_run(num_envs: int, warmup: int, steps: int, threads: int) -> dict[str, f
     from benchmarks.peers import sb3_figures
     from mario_rl.synthetic import make_synthetic_env
 
-    env = EnvConfig(num_envs=num_envs)
+    env = default_run(env={"num_envs": num_envs}).env
     envs = SubprocVecEnv([functools.partial(make_synthetic_env, env)] * num_envs, start_method="forkserver")
     # One update per train_every env steps: gradient_steps updates every train_freq vector steps.
-    train_every = AgentConfig().train_every
+    train_every = default_run().agent.train_every
     common = math.gcd(num_envs, train_every)
     train_freq, gradient_steps = train_every // common, num_envs // common
     return sb3_figures(envs, warmup, steps, threads, train_freq, gradient_steps, sb3_tiny_policy())

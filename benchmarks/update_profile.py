@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.peers import cpu_features  # noqa: E402
-from mario_rl.config import AgentConfig  # noqa: E402
+from mario_rl.config import default_run  # noqa: E402
 from mario_rl.losses import double_dqn_loss  # noqa: E402
 from mario_rl.nets import NatureCNN  # noqa: E402
 
@@ -44,7 +44,7 @@ def phase_times(updates: int, threads: int, mkldnn: bool = True, channels_last: 
     torch.set_num_threads(threads)
     mkldnn_before = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = mkldnn
-    agent = AgentConfig()
+    agent = default_run().agent
     torch.manual_seed(0)
     online, target = NatureCNN(4, 5), NatureCNN(4, 5).requires_grad_(False)
     obs, next_obs = (torch.randint(0, 256, (agent.batch_size, 4, 84, 84), dtype=torch.uint8) for _ in "ab")

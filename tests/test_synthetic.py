@@ -1,7 +1,7 @@
 import gymnasium as gym
 import numpy as np
 
-from mario_rl.config import AgentConfig, EnvConfig, ReplayConfig, RunConfig
+from mario_rl.config import default_run
 from mario_rl.data import ExperienceStream
 from mario_rl.synthetic import ENV_ID, make_synthetic_vector_env
 
@@ -37,10 +37,10 @@ class RandomPolicy:
 
 
 def test_the_real_stream_runs_on_synthetic_worker_processes():
-    run = RunConfig(
-        env=EnvConfig(num_envs=2, max_episode_steps=7),
-        agent=AgentConfig(learning_starts=20, train_every=4, batch_size=8, n_step=1),
-        replay=ReplayConfig(capacity=1000, prioritized=False),
+    run = default_run(
+        env={"num_envs": 2, "max_episode_steps": 7},
+        agent={"learning_starts": 20, "train_every": 4, "batch_size": 8, "n_step": 1},
+        replay={"capacity": 1000, "prioritized": False},
         env_steps=60,
     )
     policy = RandomPolicy()
