@@ -30,11 +30,15 @@ from mario_rl.replay import ReplayBuffer  # noqa: E402
 from mario_rl.throughput import peak_rss_mb  # noqa: E402
 
 
+def bytes_per_transition(buffer: ReplayBuffer) -> float:
+    """Bytes of a buffer's per-slot arrays (frames, action, reward, flags) over its slots."""
+    arrays = (buffer.frames, buffer.actions, buffer.rewards, buffer.terminated, buffer.truncated, buffer.first)
+    return (sum(a.nbytes for a in arrays) + buffer.has_action.nbytes) / buffer.capacity
+
+
 def replay_figures() -> dict[str, float]:
     """Bytes per stored transition of a real buffer, and the resident memory of a full 1M one."""
-    small = ReplayBuffer(10_000, 4, (84, 84), 4, 3, 0.99, seed=0)
-    arrays = (small.frames, small.actions, small.rewards, small.terminated, small.truncated, small.first)
-    per = (sum(a.nbytes for a in arrays) + small.has_action.nbytes) / small.capacity
+    per = bytes_per_transition(ReplayBuffer(10_000, 4, (84, 84), 4, 3, 0.99, seed=0))
     code = (
         "from mario_rl.replay import ReplayBuffer\n"
         "from mario_rl.throughput import peak_rss_mb\n"

@@ -119,6 +119,7 @@ class AgentConfig:
     lr: float
     adam_eps: float
     grad_clip_norm: float | None
+    huber_delta: float
     batch_size: int
     train_every: int
     learning_starts: int
@@ -260,6 +261,7 @@ def validate(run: RunConfig) -> None:
     _check("agent.adam_eps", agent.adam_eps > 0, "> 0", agent.adam_eps)
     clip = agent.grad_clip_norm
     _check("agent.grad_clip_norm", clip is None or clip > 0, "null (no clipping) or > 0", clip)
+    _check("agent.huber_delta", agent.huber_delta > 0, "> 0 (reward units)", agent.huber_delta)
     _check("agent.batch_size", agent.batch_size >= 1, "an integer >= 1", agent.batch_size)
     _check("agent.train_every", agent.train_every >= 1, "an integer >= 1", agent.train_every)
     _check("agent.learning_starts", agent.learning_starts >= 0, "an integer >= 0", agent.learning_starts)

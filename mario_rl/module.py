@@ -128,6 +128,7 @@ class DQN(pl.LightningModule):
             batch["returns"],
             batch["discounts"],
             batch.get("weights"),
+            self.run.agent.huber_delta,
         )
         if not torch.isfinite(loss):
             raise NonFiniteLossError(

@@ -2,8 +2,8 @@
 
 Live figures go to the logger and progress bar every ``window_s`` seconds; at the end the
 steady-state figures (from the first gradient update on, so the random-play warm-up does
-not flatter them) and the peak resident memory are written to ``throughput.json`` in the
-run dir, where benchmarks and sweeps read them.
+not flatter them), the peak resident memory and, on a GPU, the peak memory torch allocated
+there are written to ``throughput.json`` in the run dir, where benchmarks and sweeps read them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from mario_rl import atomic
 
@@ -71,4 +72,6 @@ class ThroughputMonitor(pl.Callback):
             "peak_rss_mb": peak_rss_mb(),
             "peak_rss_worker_mb": [peak_rss_mb(p.pid) for p in getattr(stream.envs, "processes", [])],
         }
+        if pl_module.device.type == "cuda":
+            summary["peak_gpu_mb"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
         atomic.write_text(Path(trainer.default_root_dir, FILENAME), json.dumps(summary, indent=2))

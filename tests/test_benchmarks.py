@@ -75,3 +75,59 @@ def test_levels_script_prints_the_cost_of_a_level_switch_and_of_start_states():
     )
     assert figures["first_build_of_a_level_ms"] > figures["reset_switch_level_ms"] > 0
     assert figures["prefix_replay_nes_frames_per_s"] > 0 and figures["snapshot_bytes"] > 0
+
+
+@pytest.mark.slow
+def test_peers_script_prints_every_system_and_figures_that_add_up():
+    cmd = [sys.executable, "benchmarks/peers.py", "--seconds=1", "--warmup=40", "--train-steps=48", "--threads=1"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    frame = 84 * 84
+    # one uint8 frame + uint8 action + float32 reward + 4 bool flags
+    assert figures["mario_rl_bytes_per_transition"] == frame + 1 + 4 + 4
+    # SB3 with optimize_memory_usage: one uint8 4x84x84 stack + int64 action + float32 reward, done, timeout
+    assert figures["sb3_bytes_per_transition"] == 4 * frame + 8 + 4 + 4 + 4
+    # the notebook: two float32 4x84x84 stacks + int64 action + float32 done and reward
+    assert figures["notebook_bytes_per_transition"] == 2 * 4 * frame * 4 + 8 + 4 + 4
+    for system in ("mario_rl", "sb3", "notebook"):
+        for unit in ("env_steps_per_s", "updates_per_s", "peak_rss_mb"):
+            assert figures[f"{system}_{unit}"] > 0, (system, unit)
+    # the notebook updates once per env step; the two DQNs once per 4
+    assert figures["notebook_updates_per_s"] == pytest.approx(figures["notebook_env_steps_per_s"], rel=0.05)
+    for system in ("mario_rl", "sb3"):
+        assert figures[f"{system}_updates_per_s"] * 4 == pytest.approx(figures[f"{system}_env_steps_per_s"], rel=0.25)
+    ratio = figures["mario_rl_env_steps_per_s"] / figures["sb3_env_steps_per_s"]
+    assert figures["mario_rl_over_sb3_env_steps_per_s"] == pytest.approx(ratio, abs=2e-3)
+    env, learner = figures["env_alone_env_steps_per_s"], figures["learner_alone_updates_per_s"]
+    assert figures["limit_env_steps_per_s"] == pytest.approx(1 / (1 / env + 1 / (4 * learner)), rel=1e-3)
+    assert figures["cores"] >= 1 and isinstance(figures["avx512_bf16"], bool)
+
+
+@pytest.mark.slow
+def test_pipeline_ceiling_script_prints_both_systems_and_where_mario_rls_time_went():
+    cmd = [sys.executable, "benchmarks/pipeline_ceiling.py", "--num-envs=2", "--warmup=64", "--train-steps=160"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    for system in ("mario_rl", "sb3"):
+        # one update per 4 env steps in both
+        rates = figures[f"{system}_env_steps_per_s"], figures[f"{system}_updates_per_s"]
+        assert rates[0] > 0 and rates[1] * 4 == pytest.approx(rates[0], rel=0.25), system
+    shares = {k: v for k, v in figures.items() if k.startswith("mario_rl_time_")}
+    assert set(shares) == {f"mario_rl_time_{p}" for p in ("env_wait", "actor", "replay_add", "replay_sample")} | {
+        f"mario_rl_time_{p}" for p in ("forward_loss", "backward_step", "loop")
+    }
+    assert all(0 <= v <= 1 for v in shares.values()) and sum(shares.values()) == pytest.approx(1, abs=0.01)
+    ratio = figures["mario_rl_env_steps_per_s"] / figures["sb3_env_steps_per_s"]
+    assert figures["mario_rl_over_sb3_env_steps_per_s"] == pytest.approx(ratio, abs=2e-3)
+
+
+def test_update_profile_times_every_phase_and_they_add_up_to_the_update():
+    from benchmarks.update_profile import PHASES, phase_times
+
+    times = phase_times(2, threads=1, channels_last=True)
+    assert set(times) == set(PHASES) and all(len(spans) == 2 for spans in times.values())
+    for i in range(2):
+        parts = sum(times[phase][i] for phase in PHASES if phase != "update")
+        assert parts == pytest.approx(times["update"][i], rel=1e-6)

@@ -46,6 +46,7 @@ def test_seed_notebook_resolves_to_the_notebooks_values(tmp_path):
     assert run.env.release_jump is False  # its agent held A through landings like ours did
     assert (run.env.max_episode_steps, run.env.stuck_patience) == (None, None)  # episodes end on death or flag
     assert run.agent.grad_clip_norm is None and cfg.trainer.gradient_clip_val is None  # the notebook did not clip
+    assert run.agent.huber_delta == 1.0  # its nn.SmoothL1Loss() switches to linear at 1
 
 
 @pytest.mark.parametrize(
@@ -59,6 +60,7 @@ def test_seed_notebook_resolves_to_the_notebooks_values(tmp_path):
         ("env.frame_stack=0", "env.frame_stack=0 is not allowed; it must be an integer >= 1"),
         ("env_steps=-5", "env_steps=-5 is not allowed; it must be an integer >= 1"),
         ("agent.grad_clip_norm=0", "agent.grad_clip_norm=0.0 is not allowed; it must be null (no clipping) or > 0"),
+        ("agent.huber_delta=0", "agent.huber_delta=0.0 is not allowed; it must be > 0 (reward units)"),
         ("agent.random_shift=42", "agent.random_shift=42 is not allowed; it must be an integer in [0, 42)"),
         (
             "agent.batch_size=5000 replay.capacity=4000",

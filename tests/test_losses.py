@@ -40,3 +40,22 @@ def test_importance_weights_scale_each_sample():
     )
     # per-sample Huber: 0.125 and 2.5; weighted mean: (2 * 0.125 + 0) / 2
     torch.testing.assert_close(loss, torch.tensor(0.125))
+
+
+def test_huber_delta_moves_the_switch_from_quadratic_to_linear():
+    q = torch.tensor([[0.0], [0.0], [0.0]], requires_grad=True)
+    actions = torch.zeros(3, dtype=torch.int64)
+    zeros = torch.zeros(3, 1)
+    returns = torch.tensor([3.0, -20.0, 10.0])  # td = returns: the targets do not bootstrap
+    loss, td = double_dqn_loss(q, actions, zeros, zeros, returns, torch.zeros(3), huber_delta=10.0)
+    torch.testing.assert_close(td, returns)
+    # delta 10: |3| < 10 is quadratic, 0.5 * 9 / 10 = 0.45; |-20| is linear, 20 - 5 = 15; |10| sits
+    # on the switch, where both forms give 5
+    torch.testing.assert_close(loss, torch.tensor((0.45 + 15.0 + 5.0) / 3))
+    loss.backward()
+    # gradient -clip(td / delta, -1, 1) / batch: -0.3, +1, -1, each over 3
+    torch.testing.assert_close(q.grad, torch.tensor([[-0.1], [1 / 3], [-1 / 3]]))
+    # the same gradient at the output as delta 1 on rewards scaled by 1/delta
+    q_scaled = torch.zeros(3, 1, requires_grad=True)
+    double_dqn_loss(q_scaled, actions, zeros, zeros, returns / 10.0, torch.zeros(3))[0].backward()
+    torch.testing.assert_close(q_scaled.grad, q.grad)
