@@ -78,6 +78,7 @@ class ExperienceStream(IterableDataset):
         self._result: tuple | None = None
         self._pending_workers: list[dict[str, Any]] | None = None
         self._in_flight = False
+        self._workers_keep_state = True
         # Updates are owed from env step learning_from on, one per train_every, after the
         # updates_before made until then: a fresh run waits for learning_starts; a resume whose
         # replay is gone waits as long again from where it stopped (``refill``).
@@ -158,10 +159,13 @@ class ExperienceStream(IterableDataset):
         or None when the workers keep none (not started, or an env without levels)."""
         if self.envs is None:
             return self._pending_workers
+        if not self._workers_keep_state:
+            return None
         self._settle()
         try:
             return list(self.envs.get_attr("worker_state"))
-        except AttributeError:
+        except AttributeError:  # asked once: a worker that lacks it logs the error each time
+            self._workers_keep_state = False
             return None
 
     def _set_worker_states(self, states: list[dict[str, Any]]) -> None:
