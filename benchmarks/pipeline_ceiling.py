@@ -94,8 +94,9 @@ def mario_rl_run(num_envs: int, warmup: int, steps: int, threads: int) -> dict[s
     import torch
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from mario_rl.config import run_dict
     from mario_rl.data import ExperienceStream
-    from mario_rl.module import DQN, run_dict
+    from mario_rl.module import DQN
     from mario_rl.policy import EpsilonGreedy
     from mario_rl.synthetic import make_synthetic_vector_env
 

@@ -26,7 +26,7 @@ from torch.utils.data import IterableDataset
 from mario_rl.config import EnvConfig, RunConfig
 from mario_rl.envs import make_vector_env
 from mario_rl.episodes import Episode
-from mario_rl.errors import EnvWorkerError
+from mario_rl.errors import EnvWorkerError, one_line
 from mario_rl.policy import EpsilonGreedy, epsilon
 from mario_rl.replay import ReplayBuffer
 
@@ -166,6 +166,9 @@ class ExperienceStream(IterableDataset):
             return list(self.envs.get_attr("worker_state"))
         except AttributeError:  # asked once: a worker that lacks it logs the error each time
             self._workers_keep_state = False
+            return None
+        except Exception as err:  # a dead or broken worker: the states are lost with it, the save goes on
+            log.warning("the env workers' start states could not be read (%s); saved without them", one_line(err))
             return None
 
     def _set_worker_states(self, states: list[dict[str, Any]]) -> None:
