@@ -67,6 +67,6 @@ class ThroughputMonitor(pl.Callback):
             "env_steps_per_s": (stream.env_steps - steps0) / seconds,
             "updates_per_s": (trainer.global_step - updates0) / seconds,
             "peak_rss_mb": peak_rss_mb(),
-            "peak_rss_worker_mb": [peak_rss_mb(p.pid) for p in getattr(stream.envs, "processes", [])],
+            "peak_rss_worker_mb": [peak_rss_mb(pid) for pid in stream.collector.worker_pids()],
         }
         Path(trainer.default_root_dir, FILENAME).write_text(json.dumps(summary, indent=2))

@@ -144,7 +144,7 @@ class KillWorkerAt(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.update:
-            os.kill(pl_module.stream.envs.processes[1].pid, signal.SIGKILL)
+            os.kill(pl_module.stream.collector.worker_pids()[1], signal.SIGKILL)
 
 
 @pytest.mark.slow
