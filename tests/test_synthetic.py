@@ -7,7 +7,7 @@ from mario_rl.synthetic import ENV_ID, frame_origin, make_vector_env
 
 def test_frames_say_their_episode_step_and_action_and_the_reward_is_the_action():
     env = gym.make(ENV_ID, size=36, actions=5, episode_steps=3)
-    frame, info = env.reset(seed=7)
+    frame, _ = env.reset(seed=7)
     tag, step, action = frame_origin(frame)
     assert frame.shape == (36, 36) and frame.dtype == np.uint8 and (step, action) == (0, 0)
     results = [env.step(a) for a in (4, 2, 1)]
