@@ -45,6 +45,9 @@ MakeEnvs = Callable[[EnvConfig], gym.vector.VectorEnv]
 # How long a restarting Ray actor may take to answer again: a new process that imports torch and
 # builds its emulators, possibly on another node.
 RESTART_WAIT_S = 300
+# How long a checkpoint waits for the actors' start states (each first plays its queued chunks),
+# so that a save on a lost cluster ends rather than hangs.
+STATES_WAIT_S = 60
 
 
 @dataclass
@@ -557,7 +560,7 @@ class RayCollector:
         if not self.actors:
             return self._pending_workers
         try:
-            per_actor = self.ray.get([a.worker_states.remote() for a in self.actors])
+            per_actor = self.ray.get([a.worker_states.remote() for a in self.actors], timeout=STATES_WAIT_S)
         except self.ray.exceptions.RayError as err:
             log.warning("ray: the actors' start states are not saved: %s", one_line(err))
             return None

@@ -163,7 +163,7 @@ def test_a_ray_training_run_leaves_checkpoint_metrics_and_replay_and_resumes(ray
         "collector=ray",
         "collector.actors=2",
         "env.num_envs=1",
-        "collector.chunk_steps=8",
+        "callbacks.eval.every=100000",
     ]
     from mario_rl.training import train
 
@@ -172,7 +172,8 @@ def test_a_ray_training_run_leaves_checkpoint_metrics_and_replay_and_resumes(ray
     last = torch.load(ckpts / "last.ckpt", weights_only=False)
     assert last["stream"]["env_steps"] == 400 and last["global_step"] == (400 - 64) // 4 + 1
     assert last["hyper_parameters"]["run"]["collector"]["kind"] == "ray"
-    assert np.load(ckpts / "replay" / "has_action.npy").sum(axis=1).tolist() == [200, 200]  # a lane per emulator
+    lanes = np.load(ckpts / "replay" / "has_action.npy").sum(axis=1)
+    assert len(lanes) == 2 and lanes.sum() == 400 and lanes.min() > 0  # a lane per emulator
     events = EventAccumulator(str(next((tmp_path / "tensorboard").glob("events.*"))))
     events.Reload()
     lengths = events.Scalars("rollout/episode_length")
