@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mario_rl import synthetic  # noqa: E402
-from mario_rl.config import AgentConfig, CollectorConfig, EnvConfig, ReplayConfig, RunConfig, auto_precision  # noqa: E402
+from mario_rl.config import RunConfig, auto_precision, default_run  # noqa: E402
 from mario_rl.data import ExperienceStream  # noqa: E402
 from mario_rl.envs import make_vector_env, num_actions  # noqa: E402
 from mario_rl.module import DQN, run_dict  # noqa: E402
@@ -57,11 +57,11 @@ def cpu_flags() -> list[str]:
 def collection_run(emulators: int, actors: int, kind: str, env_steps: int) -> RunConfig:
     """No learning (learning_starts beyond the budget); epsilon 0.05 throughout, so the network acts at every step."""
     per_actor = emulators // actors if kind == "ray" else emulators
-    return RunConfig(
-        env=EnvConfig(num_envs=per_actor, vector="async"),
-        agent=AgentConfig(learning_starts=env_steps + 1, epsilon_start=0.05, epsilon_end=0.05),
-        replay=ReplayConfig(capacity=max(10_000, 2 * env_steps), prioritized=False),
-        collector=CollectorConfig(kind=kind, actors=actors),
+    return default_run(
+        env=dict(num_envs=per_actor, vector="async"),
+        agent=dict(learning_starts=env_steps + 1, epsilon_start=0.05, epsilon_end=0.05),
+        replay=dict(capacity=max(10_000, 2 * env_steps), prioritized=False),
+        collector=dict(kind=kind, actors=actors),
         env_steps=env_steps,
     )
 
@@ -82,11 +82,11 @@ def collect_steps_per_s(run: RunConfig, make_envs=make_vector_env) -> float:
 
 def learner_ceiling(actors: int, per_actor: int, env_steps: int) -> dict[str, float]:
     """The DQN module under Lightning fed by Ray actors of the synthetic env; throughput from the first update."""
-    run = RunConfig(
-        env=EnvConfig(num_envs=per_actor),
-        agent=AgentConfig(learning_starts=env_steps // 4),
-        replay=ReplayConfig(capacity=20_000),
-        collector=CollectorConfig(kind="ray", actors=actors),
+    run = default_run(
+        env=dict(num_envs=per_actor),
+        agent=dict(learning_starts=env_steps // 4),
+        replay=dict(capacity=20_000),
+        collector=dict(kind="ray", actors=actors),
         env_steps=env_steps,
     )
     module = DQN(run_dict(run))

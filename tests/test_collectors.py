@@ -11,7 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mario_rl.collectors import actor_seed, ape_x_epsilons
-from mario_rl.config import AgentConfig, CollectorConfig, EnvConfig, ReplayConfig, RunConfig
+from mario_rl.config import RunConfig, default_run
 from mario_rl.data import ExperienceStream
 from mario_rl.errors import EnvWorkerError
 from mario_rl.nets import NatureCNN
@@ -43,11 +43,11 @@ def ray_session():
 
 def ray_run(env_steps=400, max_episode_steps=13, **collector) -> RunConfig:
     """2 actors of 2 synthetic emulators: 4 replay lanes."""
-    return RunConfig(
-        env=EnvConfig(num_envs=2, max_episode_steps=max_episode_steps),
-        agent=AgentConfig(learning_starts=64, train_every=4, batch_size=8, n_step=3, epsilon_start=0.5),
-        replay=ReplayConfig(capacity=2000, prioritized=False),
-        collector=CollectorConfig(kind="ray", actors=2, chunk_steps=4, **collector),
+    return default_run(
+        env=dict(num_envs=2, max_episode_steps=max_episode_steps),
+        agent=dict(learning_starts=64, train_every=4, batch_size=8, n_step=3, epsilon_start=0.5),
+        replay=dict(capacity=2000, prioritized=False),
+        collector=dict(kind="ray", actors=2, chunk_steps=4, **collector),
         env_steps=env_steps,
     )
 

@@ -1,7 +1,7 @@
 import gymnasium as gym
 import numpy as np
 
-from mario_rl.config import EnvConfig
+from mario_rl.config import default_run
 from mario_rl.synthetic import ENV_ID, frame_origin, make_vector_env
 
 
@@ -20,7 +20,9 @@ def test_frames_say_their_episode_step_and_action_and_the_reward_is_the_action()
 
 
 def test_vector_env_stacks_frames_and_applies_the_time_limit():
-    envs = make_vector_env(EnvConfig(num_envs=2, vector="sync", frame_size=36, max_episode_steps=2), episode_steps=50)
+    envs = make_vector_env(
+        default_run(env=dict(num_envs=2, vector="sync", frame_size=36, max_episode_steps=2)).env, episode_steps=50
+    )
     obs, _ = envs.reset(seed=0)
     assert obs.shape == (2, 4, 36, 36)
     assert frame_origin(obs[0, -1])[0] != frame_origin(obs[1, -1])[0]  # each worker its own episodes
