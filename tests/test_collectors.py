@@ -180,7 +180,8 @@ def test_a_ray_training_run_leaves_checkpoint_metrics_and_replay_and_resumes(ray
     assert lengths and 0 < lengths[-1].value <= 40
     assert 380 <= events.Scalars("train/loss")[-1].step <= 400
 
-    train(compose_train([*ray_overrides, f"ckpt_path={ckpts / 'last.ckpt'}", "env_steps=600"], tmp_path / "again"))
+    resume = [f"ckpt_path={ckpts / 'last.ckpt'}", "env_steps=600"]
+    train(compose_train([*ray_overrides, *resume], tmp_path / "again"), overrides=resume)
     resumed = torch.load(ckpts / "last.ckpt", weights_only=False)
     assert resumed["stream"]["env_steps"] == 600 and resumed["global_step"] == (600 - 64) // 4 + 1
     assert resumed["hyper_parameters"]["run"]["env"]["max_episode_steps"] == 40  # the run's config, continued
