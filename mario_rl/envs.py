@@ -9,6 +9,8 @@ Workers run in a Gymnasium vector env; observations stay uint8 until the network
 from __future__ import annotations
 
 import functools
+import os
+import signal
 from collections.abc import Callable
 from typing import Any, SupportsFloat
 
@@ -298,8 +300,33 @@ def make_vector_env(cfg: EnvConfig, level: str | None = None) -> gym.vector.Vect
     """
     fns = [functools.partial(make_env, cfg, level) for _ in range(cfg.num_envs)]
     if cfg.vector == "async":
-        return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="forkserver")
+        return worker_processes(fns)
     return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def ignoring_ctrl_c(make: Callable[[], gym.Env], learner_pid: int) -> gym.Env:
+    """Build a worker process's env with SIGINT ignored in that process (not in the learner's,
+    ``learner_pid``, where AsyncVectorEnv builds one env to read the spaces).
+
+    A terminal's Ctrl-C (and ``timeout -s INT``, ``kill -INT -PGID``) reaches every process of
+    the foreground group, the env workers too. The learner stops at its next env step and closes
+    the workers itself after it saves (mario_rl/stopping.py); a worker that died of the signal
+    first would turn that stop into an env-worker error. SIGTERM keeps its default, because
+    closing a vector env terminates a stuck worker with it.
+    """
+    if os.getpid() != learner_pid:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return make()
+
+
+def worker_processes(fns: list[Callable[[], gym.Env]]) -> AsyncVectorEnv:
+    """One forkserver process per env, each ignoring Ctrl-C (``ignoring_ctrl_c``), reset in the
+    step that ends an episode."""
+    return AsyncVectorEnv(
+        [functools.partial(ignoring_ctrl_c, fn, os.getpid()) for fn in fns],
+        autoreset_mode=AutoresetMode.SAME_STEP,
+        context="forkserver",
+    )
 
 
 def num_actions(actions: str) -> int:

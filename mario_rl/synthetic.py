@@ -13,10 +13,9 @@ from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
 from mario_rl.config import EnvConfig
-from mario_rl.envs import num_actions
+from mario_rl.envs import num_actions, worker_processes
 
 ENV_ID = "mario_rl/SyntheticFrames-v0"
 
@@ -84,5 +83,4 @@ def make_synthetic_env(cfg: EnvConfig) -> gym.Env:
 def make_synthetic_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
     """``cfg.num_envs`` synthetic workers in processes, reset in the step that ends an episode,
     as mario_rl.envs.make_vector_env builds the Mario ones."""
-    fns = [functools.partial(make_synthetic_env, cfg)] * cfg.num_envs
-    return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="forkserver")
+    return worker_processes([functools.partial(make_synthetic_env, cfg)] * cfg.num_envs)

@@ -118,18 +118,25 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint_and_reaches_the_budget
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_sigint_save_a_checkpoint_before_exiting(tmp_path, sig):
+@pytest.mark.parametrize(
+    ("sig", "to_group"),
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+    ids=["sigterm", "sigint", "ctrl-c-in-a-terminal"],
+)
+def test_sigterm_and_sigint_save_a_checkpoint_before_exiting(tmp_path, sig, to_group):
     # no periodic checkpoint and a long budget: only the signal can write last.ckpt
     proc = start(tmp_path, "checkpoint_every=100000", "env_steps=100000")
     wait_for(lambda: has_trained(tmp_path), "a first update", proc, tmp_path)
-    os.kill(proc.pid, sig)
+    # a terminal's Ctrl-C reaches the whole foreground group: the env workers ignore it, and the
+    # learner stops them after it saves, so the stop is the same clean one
+    (os.killpg if to_group else os.kill)(proc.pid, sig)
     try:
         proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail(f"train.py still running 120 s after {sig.name}:\n{output(tmp_path)}")
     assert proc.returncode != 0, output(tmp_path)
+    assert "env worker" not in output(tmp_path)
     saved = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert 64 < saved["stream"]["env_steps"] < 100000
     # and it leaves nothing behind: the env workers and the forkserver are gone with it
