@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import ROOT
 
@@ -131,3 +132,19 @@ def test_update_profile_times_every_phase_and_they_add_up_to_the_update():
     for i in range(2):
         parts = sum(times[phase][i] for phase in PHASES if phase != "update")
         assert parts == pytest.approx(times["update"][i], rel=1e-6)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens without CUDA")
+@pytest.mark.parametrize("script", ["gpu_check.sh", "gpu_curves.sh"])
+def test_the_gpu_scripts_say_so_and_exit_2_without_cuda(script, tmp_path):
+    out = subprocess.run(
+        ["bash", f"benchmarks/{script}", str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
+    )
+    assert out.returncode == 2, out.stderr
+    what = "check" if script == "gpu_check.sh" else "run"
+    assert out.stderr.strip() == f"{script.removesuffix('.sh')}: no CUDA device visible to torch; nothing to {what}"
