@@ -120,15 +120,17 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint_and_reaches_the_budget
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "to_group"),
-    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
-    ids=["sigterm", "sigint", "ctrl-c-in-a-terminal"],
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, True)],
+    ids=["sigterm", "sigint", "ctrl-c-in-a-terminal", "sigterm-to-the-group"],
 )
 def test_sigterm_and_sigint_save_a_checkpoint_before_exiting(tmp_path, sig, to_group):
     # no periodic checkpoint and a long budget: only the signal can write last.ckpt
     proc = start(tmp_path, "checkpoint_every=100000", "env_steps=100000")
     wait_for(lambda: has_trained(tmp_path), "a first update", proc, tmp_path)
-    # a terminal's Ctrl-C reaches the whole foreground group: the env workers ignore it, and the
-    # learner stops them after it saves, so the stop is the same clean one
+    # A terminal's Ctrl-C reaches the whole foreground group: the env workers ignore it, and the
+    # learner stops them after it saves, so the stop is the same clean one. A SIGTERM to the
+    # group (systemd, kill -TERM -PGID) ends the workers at once, as closing a vector env needs
+    # it to: the learner still saves and says why it stopped, without the workers' start states.
     (os.killpg if to_group else os.kill)(proc.pid, sig)
     try:
         proc.wait(timeout=120)
@@ -136,7 +138,12 @@ def test_sigterm_and_sigint_save_a_checkpoint_before_exiting(tmp_path, sig, to_g
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail(f"train.py still running 120 s after {sig.name}:\n{output(tmp_path)}")
     assert proc.returncode != 0, output(tmp_path)
-    assert "env worker" not in output(tmp_path)
+    said = output(tmp_path)
+    assert "error: an env worker" not in said
+    if sig == signal.SIGTERM:
+        assert "error: stopped by SIGTERM at env step" in said
+    else:
+        assert "env worker" not in said  # nothing lost: the start states were read too
     saved = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert 64 < saved["stream"]["env_steps"] < 100000
     # and it leaves nothing behind: the env workers and the forkserver are gone with it
