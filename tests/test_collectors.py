@@ -186,7 +186,9 @@ def test_a_ray_training_run_on_two_levels_checkpoints_logs_each_level_and_resume
     last = torch.load(ckpts / "last.ckpt", weights_only=False)
     assert last["stream"]["env_steps"] == 400 and last["global_step"] == (400 - 64) // 4 + 1
     assert last["hyper_parameters"]["run"]["collector"]["kind"] == "ray"
-    assert (ckpts / "env_steps_200.ckpt").is_file()  # checkpoint_every=200, counted in env steps
+    # checkpoint_every=200 env steps: saved after the chunk (16 env steps) that crosses each multiple
+    periodic = sorted(int(p.stem.removeprefix("env_steps_")) for p in ckpts.glob("env_steps_*.ckpt"))
+    assert len(periodic) == 2 and 200 <= periodic[0] < 216 and periodic[1] == 400
     lanes = np.load(ckpts / "replay" / "has_action.npy").sum(axis=1)
     assert len(lanes) == 2 and lanes.sum() == 400 and lanes.min() > 0  # a lane per emulator
     # the actors' emulators play the run's levels and keep their outcomes, which the checkpoint holds
