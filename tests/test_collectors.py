@@ -57,12 +57,13 @@ def ray_session():
     ray.shutdown()
 
 
-def ray_run(env_steps=400, max_episode_steps=13, **collector) -> RunConfig:
-    """2 actors of 2 synthetic emulators: 4 replay lanes; episodes of ``max_episode_steps`` (400 when None)."""
+def ray_run(env_steps=400, max_episode_steps=13, capacity=2000, **collector) -> RunConfig:
+    """2 actors of 2 synthetic emulators: 4 replay lanes of ``capacity / 4`` slots; episodes of
+    ``max_episode_steps`` (400 when None)."""
     return default_run(
         env=dict(num_envs=2, max_episode_steps=max_episode_steps),
         agent=dict(learning_starts=64, train_every=4, batch_size=8, n_step=3, epsilon_start=0.5),
-        replay=dict(capacity=2000, prioritized=False, save=False),
+        replay=dict(capacity=capacity, prioritized=False, save=False),
         collector=dict(kind="ray", actors=2, chunk_steps=4, actor_cpus=0.5, **collector),
         env_steps=env_steps,
     )
@@ -147,7 +148,10 @@ def test_actors_play_with_the_weights_the_learner_sends(ray_session):
 
 
 def test_a_killed_actor_is_restarted_and_one_death_too_many_ends_the_run(ray_session, caplog):
-    run = ray_run(env_steps=4000, max_episode_steps=None, max_restarts=1)  # 400-step episodes: none ends
+    # A kill is seen once the chunks queued before it are through, which on a fast machine is
+    # hundreds of env steps later: episodes of 1,500 and lanes of 2,000 slots hold a whole run of
+    # 4,000 env steps (1,000 per lane) without an episode end or a wrap.
+    run = ray_run(env_steps=4000, max_episode_steps=1500, capacity=8000, max_restarts=1)
     stream = ray_stream(run)
     kills = []
     too_many = r"ray actor 0 \(lanes 0-1\) failed at env step \d+: .*max_restarts=1"
@@ -166,7 +170,7 @@ def test_a_killed_actor_is_restarted_and_one_death_too_many_ends_the_run(ray_ses
     # actor 1's lanes run on in their first episode
     assert replay.truncated.sum(axis=1).tolist() == [1, 1, 0, 0] and not replay.terminated.any()
     assert replay.first.sum(axis=1).tolist() == [2, 2, 1, 1]
-    check_lanes_hold_what_each_emulator_saw(replay, 4, episode_stacks(400))
+    check_lanes_hold_what_each_emulator_saw(replay, 4, episode_stacks(1500))
 
 
 def test_a_ray_training_run_on_two_levels_checkpoints_logs_each_level_and_resumes(ray_session, tmp_path):
