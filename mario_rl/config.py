@@ -8,6 +8,7 @@ ConfigError whose one-line message names the key and what is allowed.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -25,6 +26,9 @@ VECTORS = ("async", "sync")
 LEVEL_SAMPLINGS = ("uniform", "adaptive")
 START_STATES = ("off", "frontier")
 EPSILON_SCHEDULES = ("linear", "exponential")
+COLLECTORS = ("local", "ray")
+# One line for a run asked to use Ray where it is not installed.
+RAY_MISSING = "collector=ray needs Ray, which is not installed: pip install -r requirements-ray.txt"
 WORLDS = {"smb": "12345678", "lost_levels": "123456789ABCD"}
 
 
@@ -79,8 +83,19 @@ def yaml_defaults(entry: str) -> DictConfig:
         ((group, choice),) = item.items()
         path = CONF / group / f"{choice}.yaml"
         if choice is not None and path.is_file():
-            merged = OmegaConf.merge(merged, {group: OmegaConf.load(path)})
+            merged = OmegaConf.merge(merged, {group: _group_file(path)})
     return merged
+
+
+def _group_file(path: Path) -> DictConfig:
+    """A group file with the files of its own group that its defaults list names merged first, as
+    Hydra composes it (conf/collector/local.yaml takes the Ray keys of ray.yaml)."""
+    plain = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    merged = OmegaConf.create({})
+    for item in plain.pop("defaults", []):
+        if item != "_self_":
+            merged = OmegaConf.merge(merged, _group_file(path.with_name(f"{item}.yaml")))
+    return OmegaConf.merge(merged, plain)
 
 
 @dataclass
@@ -146,10 +161,31 @@ class ReplayConfig:
 
 
 @dataclass
+class CollectorConfig:
+    """Who runs the emulators (conf/collector/): ``local`` worker processes or ``ray`` actors.
+
+    The ray keys are read only when kind is ray; conf/collector/ray.yaml says what each means.
+    """
+
+    kind: str
+    address: str | None
+    actors: int
+    actor_cpus: float
+    actor_resources: dict[str, float]
+    chunk_steps: int
+    weight_sync_every: int
+    max_inflight: int
+    epsilon_spread: float | None
+    epsilon_base: float
+    max_restarts: int
+
+
+@dataclass
 class RunConfig:
     env: EnvConfig
     agent: AgentConfig
     replay: ReplayConfig
+    collector: CollectorConfig
     env_steps: int
     seed: int
     checkpoint_every: int
@@ -230,6 +266,33 @@ def check_level_overrides(overrides: list[str] | tuple[str, ...]) -> None:
         raise ConfigError("env.level and env.levels are both set; give one level or a list, not both")
 
 
+def lanes(run: RunConfig) -> int:
+    """Emulators of the run, one replay lane each: env.num_envs, times collector.actors with Ray."""
+    actors = run.collector.actors if run.collector.kind == "ray" else 1
+    return actors * run.env.num_envs
+
+
+def validate_collector(collector: CollectorConfig) -> None:
+    """The collector's keys; Ray itself must be installed for ``collector=ray``."""
+    _one_of("collector.kind", collector.kind, COLLECTORS)
+    if collector.kind != "ray":
+        return
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError(RAY_MISSING)
+    _check("collector.actors", collector.actors >= 1, "an integer >= 1", collector.actors)
+    _check("collector.actor_cpus", collector.actor_cpus > 0, "> 0", collector.actor_cpus)
+    for name, amount in collector.actor_resources.items():
+        _check(f"collector.actor_resources.{name}", amount > 0, "> 0", amount)
+    _check("collector.chunk_steps", collector.chunk_steps >= 1, "an integer >= 1 (vector steps)", collector.chunk_steps)
+    every = collector.weight_sync_every
+    _check("collector.weight_sync_every", every >= 1, "an integer >= 1 (env steps)", every)
+    _check("collector.max_inflight", collector.max_inflight >= 1, "an integer >= 1 (chunks)", collector.max_inflight)
+    spread = collector.epsilon_spread
+    _check("collector.epsilon_spread", spread is None or spread >= 0, "null (the run's schedule) or >= 0", spread)
+    _check("collector.epsilon_base", 0.0 <= collector.epsilon_base <= 1.0, "in [0, 1]", collector.epsilon_base)
+    _check("collector.max_restarts", collector.max_restarts >= 0, "an integer >= 0", collector.max_restarts)
+
+
 def validate(run: RunConfig) -> None:
     """Range checks the type system cannot express."""
     env, agent, replay = run.env, run.agent, run.replay
@@ -276,13 +339,15 @@ def validate(run: RunConfig) -> None:
     _check("agent.epsilon_decay_steps", agent.epsilon_decay_steps >= 1, "an integer >= 1", agent.epsilon_decay_steps)
     _check("agent.epsilon_decay", 0.0 < agent.epsilon_decay <= 1.0, "in (0, 1]", agent.epsilon_decay)
 
+    validate_collector(run.collector)
     _check("replay.capacity", replay.capacity >= 1, "an integer >= 1", replay.capacity)
-    per_env = replay.capacity // env.num_envs
+    streams = lanes(run)
     needed = env.frame_stack + agent.n_step + 1
+    emulators = "env.num_envs" if run.collector.kind == "local" else "collector.actors * env.num_envs"
     _check(
         "replay.capacity",
-        per_env >= needed,
-        f">= env.num_envs * (env.frame_stack + agent.n_step + 1) = {env.num_envs * needed}",
+        replay.capacity // streams >= needed,
+        f">= {emulators} * (env.frame_stack + agent.n_step + 1) = {streams * needed}",
         replay.capacity,
     )
     _check(

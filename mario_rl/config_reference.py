@@ -94,7 +94,10 @@ def comments_of(name: str, cfg: DictConfig) -> dict[str, str]:
         path = CONF / group / f"{choice}.yaml"
         if choice is None or group.split("/")[0] in SKIPPED or not path.is_file():
             continue
-        comments |= {f"{group}.{key}": text for key, text in yaml_comments(path).items()}
+        # A group file's own defaults list (conf/collector/local.yaml takes ray.yaml's keys) comes first.
+        included = [path.with_name(f"{i}.yaml") for i in OmegaConf.load(path).get("defaults", []) if i != "_self_"]
+        for source in [*included, path]:
+            comments |= {f"{group}.{key}": text for key, text in yaml_comments(source).items()}
     return comments
 
 

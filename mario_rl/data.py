@@ -1,8 +1,11 @@
 """ExperienceStream: the IterableDataset that plays, remembers and serves batches.
 
-It owns the vector env, the actor and the replay. Each batch it yields is paid for by
-``agent.train_every`` env steps. The env step is sent to the workers before the batch is
-handed to Lightning and collected after, so the emulators run while the learner trains.
+It owns the replay and drives a collector (mario_rl/collectors.py: local worker processes or
+Ray actors), whose chunks of experience it writes into the replay, a lane per emulator. Each
+batch it yields is paid for by ``agent.train_every`` env steps. With the local collector the
+env step is sent to the workers before the batch is handed to Lightning and collected after,
+so the emulators run while the learner trains; Ray actors run ahead by at most
+``collector.max_inflight`` chunks.
 
 With prioritized replay the data flow has one edge back: a batch carries the replay
 indices it was drawn from, and the learner returns their TD errors through
@@ -12,8 +15,6 @@ stream's replay can store them.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,23 +24,23 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from mario_rl.config import EnvConfig, RunConfig
+from mario_rl.collectors import Chunk, make_collector
+from mario_rl.config import EnvConfig, RunConfig, lanes
 from mario_rl.envs import make_vector_env
 from mario_rl.episodes import Episode
-from mario_rl.errors import EnvWorkerError, one_line
 from mario_rl.policy import EpsilonGreedy, epsilon
 from mario_rl.replay import ReplayBuffer
-
-log = logging.getLogger(__name__)
 
 
 class ExperienceStream(IterableDataset):
     """Endless-until-budget stream of uint8 batches sampled from a self-filling replay.
 
-    ``make_envs`` builds the vector env from the run's env config (the Mario workers by
-    default); any vector env whose observations are uint8 frame stacks of shape
-    (num_envs, frame_stack, frame_size, frame_size) and whose info carries ``x_pos`` and
-    ``flag_get`` will do, e.g. a synthetic env for tests and benchmarks.
+    ``make_envs`` builds a vector env from the run's env config (the Mario workers by
+    default), in this process's workers or inside each Ray actor; any vector env whose
+    observations are uint8 frame stacks of shape (num_envs, frame_stack, frame_size,
+    frame_size) and whose info carries ``x_pos`` and ``flag_get`` will do, e.g. the synthetic
+    env of mario_rl/synthetic.py. With Ray it must be importable by the actors (a module-level
+    function).
     """
 
     def __init__(
@@ -50,12 +51,11 @@ class ExperienceStream(IterableDataset):
     ):
         super().__init__()
         self.run = run
-        self.policy = policy
-        self.make_envs = make_envs
+        self.collector = make_collector(run, policy, make_envs)
         env = run.env
         self.replay = ReplayBuffer(
             capacity=run.replay.capacity,
-            num_envs=env.num_envs,
+            num_envs=lanes(run),
             frame_shape=(env.frame_size, env.frame_size),
             frame_stack=env.frame_stack,
             n_step=run.agent.n_step,
@@ -70,28 +70,40 @@ class ExperienceStream(IterableDataset):
         self.updates = 0
         self.episodes = 0
         self.finished: deque[Episode] = deque()
-        self.envs = None
-        self.obs: np.ndarray | None = None
-        self._returns = np.zeros(env.num_envs)
-        self._lengths = np.zeros(env.num_envs, dtype=np.int64)
-        self.env_seconds = 0.0
-        self._result: tuple | None = None
-        self._pending_workers: list[dict[str, Any]] | None = None
-        self._in_flight = False
-        self._workers_keep_state = True
         # Updates are owed from env step learning_from on, one per train_every, after the
         # updates_before made until then: a fresh run waits for learning_starts; a resume whose
         # replay is gone waits as long again from where it stopped (``refill``).
         self.learning_from = max(run.agent.learning_starts, run.agent.batch_size)
         self.updates_before = 0
-        # Called as on_steps(before, after) after each vector step moved the env-step counter:
-        # what runs on an env-step cadence (checkpoints, evaluation) runs there, also in the
-        # warm-up when no batch flows, and sees the stream at exactly that step.
+        # Called as on_steps(before, after) after each chunk moved the env-step counter (one
+        # vector step with the local collector): what runs on an env-step cadence (checkpoints,
+        # evaluation) runs there, also in the warm-up when no batch flows, and sees the stream at
+        # exactly that step.
         self.on_steps: Callable[[int, int], None] | None = None
 
     @property
-    def epsilon(self) -> float:
+    def policy(self) -> EpsilonGreedy:
+        """The epsilon-greedy actor on the online network (Ray actors act on copies of its network)."""
+        return self.collector.policy
+
+    @policy.setter
+    def policy(self, policy: EpsilonGreedy) -> None:
+        self.collector.policy = policy
+
+    @property
+    def env_seconds(self) -> float:
+        """Seconds this process spent sending env steps and waiting for their results (or for chunks)."""
+        return self.collector.env_seconds
+
+    @property
+    def scheduled_epsilon(self) -> float:
+        """The run's exploration schedule (agent.epsilon_*) at this point of training."""
         return epsilon(self.run.agent, self.env_steps, self.updates)
+
+    @property
+    def epsilon(self) -> float:
+        """The exploration rate the emulators play with (a mean over Ray actors with fixed ones)."""
+        return self.collector.acting_epsilon(self.scheduled_epsilon)
 
     @property
     def priority_beta(self) -> float:
@@ -108,31 +120,14 @@ class ExperienceStream(IterableDataset):
         self.replay.update_priorities(envs.cpu().numpy(), slots.cpu().numpy(), td_errors.float().cpu().numpy())
 
     def _open(self) -> None:
-        """Start the workers and begin one episode per stream in the replay."""
-        self.envs = self.make_envs(self.run.env)
-        if self._pending_workers is not None:
-            self._set_worker_states(self._pending_workers)
-            self._pending_workers = None
-        self.obs, _ = self.envs.reset(seed=self.run.seed + self.episodes)
-        self.replay.truncate_episodes()
-        self.replay.start(self.obs[:, -1])
-        self._returns[:] = 0
-        self._lengths[:] = 0
+        """Start the emulators; every lane of the replay begins an episode (the running ones are cut)."""
+        self._write(self.collector.start(self.run.seed + self.episodes, self.env_steps))
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the workers, keeping their start states and level outcomes for a checkpoint written
-        after (the last.ckpt at the end of a run); kill them if one of them is already gone, or a
-        step in flight does not come back within ``timeout_s``."""
-        if self.envs is not None:
-            try:
-                self._pending_workers = self.worker_states()
-            except Exception:  # a dead worker answers nothing; its states are lost with it
-                self._pending_workers = None
-            try:
-                self.envs.close(timeout=timeout_s)
-            except Exception:
-                self.envs.close(terminate=True)
-            self.envs = None
+        """Stop the emulators, keeping their start states and level outcomes for a checkpoint
+        written after (the last.ckpt at the end of a run); local workers are killed if one of them
+        is already gone, or a step in flight does not come back within ``timeout_s``."""
+        self.collector.close(timeout_s)
 
     def _updates_owed(self, env_steps: int) -> int:
         if env_steps < self.learning_from:
@@ -147,97 +142,49 @@ class ExperienceStream(IterableDataset):
         self.updates_before = self.updates
         return warmup
 
-    def _worker_error(self, err: Exception) -> EnvWorkerError:
-        env = self.run.env
-        levels = ",".join(env.training_levels)
-        return EnvWorkerError(
-            f"an env worker ({env.game} {levels}) stopped at env step {self.env_steps}: {type(err).__name__}: {err}"
-        )
-
     def worker_states(self) -> list[dict[str, Any]] | None:
-        """Each worker's start-state pool and recent per-level outcomes (levels.LevelSet.worker_state),
-        or None when the workers keep none (not started, or an env without levels)."""
-        if self.envs is None:
-            return self._pending_workers
-        if not self._workers_keep_state:
-            return None
-        self._settle()
-        try:
-            return list(self.envs.get_attr("worker_state"))
-        except AttributeError:  # asked once: a worker that lacks it logs the error each time
-            self._workers_keep_state = False
-            return None
-        except Exception as err:  # a dead or broken worker: the states are lost with it, the save goes on
-            log.warning("the env workers' start states could not be read (%s); saved without them", one_line(err))
-            return None
+        """Each emulator's start-state pool and recent per-level outcomes (levels.LevelSet.worker_state),
+        lane by lane, or None when the emulators keep none (not started, or an env without levels)."""
+        return self.collector.worker_states()
 
-    def _set_worker_states(self, states: list[dict[str, Any]]) -> None:
-        """Give the workers their saved states; a run resumed with another num_envs deals them out
-        in order and drops or leaves empty what does not fit."""
-        n = self.run.env.num_envs
-        states = (list(states) + [{}] * n)[:n]
-        try:
-            self.envs.set_attr("worker_state", states)
-        except AttributeError:
-            log.warning("the env workers keep no start states or level outcomes; the saved ones are dropped")
-
-    def _send(self, actions: np.ndarray) -> None:
-        """Start a vector step; an in-process (sync) vector env simply runs it now."""
-        started = time.perf_counter()
-        try:
-            if hasattr(self.envs, "step_async"):
-                self.envs.step_async(actions)
-                self._in_flight = True
-            else:
-                self._result = self.envs.step(actions)
-        except Exception as err:  # a dead worker's pipe: BrokenPipeError
-            raise self._worker_error(err) from err
-        self.env_seconds += time.perf_counter() - started
-
-    def _settle(self) -> None:
-        """Collect a step the async workers are running, keeping its result for ``_record``: a
-        worker answers no other call while a step is in flight."""
-        if not self._in_flight:
-            return
-        try:
-            self._result = self.envs.step_wait()
-        except Exception as err:  # a worker raised, or died and closed its pipe (EOFError)
-            raise self._worker_error(err) from err
-        finally:
-            self._in_flight = False
-
-    def _record(self, actions: np.ndarray) -> None:
-        """Collect the in-flight step and store it; note finished episodes."""
-        started = time.perf_counter()
-        self._settle()
-        result, self._result = self._result, None
-        obs, rewards, terminated, truncated, infos = result
-        self.env_seconds += time.perf_counter() - started
-        ended = np.logical_or(terminated, truncated)
-        next_frames = obs[:, -1].copy()
-        for i in np.flatnonzero(ended):
-            next_frames[i] = infos["final_obs"][i][-1]
-        self.replay.add(actions, rewards, terminated, truncated, next_frames, obs[:, -1])
-        self.env_steps += len(actions)
-        self._returns += rewards
-        self._lengths += 1
-        for i in np.flatnonzero(ended):
-            final = infos["final_info"]
-            self.finished.append(
-                Episode(
-                    env_steps=self.env_steps,
-                    episode_return=float(self._returns[i]),
-                    length=int(self._lengths[i]),
-                    x_pos=int(final["x_pos"][i]),
-                    clear=bool(final["flag_get"][i]),
-                    level=str(final["level"][i]) if "level" in final else self.run.env.level,
-                    restored=bool(final["restored"][i]) if "restored" in final else False,
-                )
+    def _write(self, chunk: Chunk) -> None:
+        """Store a chunk in its lanes, up to the budget, and note the episodes that ended in it."""
+        lanes = chunk.lanes
+        if chunk.start_frames is not None:
+            self.replay.truncate_episodes(lanes)
+            self.replay.start(chunk.start_frames, lanes)
+        # The budget cuts the last chunk after the vector step that reaches it (Ray's are many steps long).
+        steps = min(chunk.steps, -(-(self.run.env_steps - self.env_steps) // len(lanes)))
+        resets = iter(chunk.reset_frames)
+        for t in range(steps):
+            ended = chunk.terminated[t] | chunk.truncated[t]
+            reset_frames = chunk.frames[t].copy()
+            for i in np.flatnonzero(ended):
+                reset_frames[i] = next(resets)
+            self.replay.add(
+                chunk.actions[t],
+                chunk.rewards[t],
+                chunk.terminated[t],
+                chunk.truncated[t],
+                chunk.frames[t],
+                reset_frames,
+                lanes,
             )
-            self.episodes += 1
-            self._returns[i] = 0
-            self._lengths[i] = 0
-        self.obs = obs
+        for end in chunk.episodes:
+            if end.step < steps:
+                self.finished.append(
+                    Episode(
+                        env_steps=self.env_steps + (end.step + 1) * len(lanes),
+                        episode_return=end.episode_return,
+                        length=end.length,
+                        x_pos=end.x_pos,
+                        clear=end.clear,
+                        level=end.level,
+                        restored=end.restored,
+                    )
+                )
+                self.episodes += 1
+        self.env_steps += steps * len(lanes)
 
     def _batch(self) -> dict[str, Any]:
         beta = self.priority_beta
@@ -251,17 +198,18 @@ class ExperienceStream(IterableDataset):
         return batch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if self.envs is None:
+        if not self.collector.is_open:
             self._open()
         while self.env_steps < self.run.env_steps:
-            actions = self.policy(self.obs, self.epsilon)
-            self._send(actions)
-            for _ in range(self._updates_owed(self.env_steps + len(actions))):
+            self.collector.launch(self.scheduled_epsilon, self.env_steps)
+            for _ in range(self._updates_owed(self.env_steps + self.collector.in_flight_steps)):
                 yield self._batch()
             before = self.env_steps
-            self._record(actions)
+            self._write(self.collector.receive(self.env_steps))
             if self.on_steps is not None:
                 self.on_steps(before, self.env_steps)
+        for _ in range(self._updates_owed(self.env_steps)):  # a Ray chunk's, which are owed once written
+            yield self._batch()
 
     def state_dict(self) -> dict[str, Any]:
         """Counters and random states a resumed run needs to continue where this one stopped."""
@@ -286,7 +234,7 @@ class ExperienceStream(IterableDataset):
         self.replay.rng.bit_generator.state = state["replay_rng"]
         if "torch_rng" in state:  # the first checkpoints of the project lack it
             torch.set_rng_state(state["torch_rng"])
-        self._pending_workers = state.get("workers")
+        self.collector.restore_worker_states(state.get("workers"))
         self.learning_from = state.get("learning_from", self.learning_from)
         self.updates_before = state.get("updates_before", 0)
         if state.get("train_every", self.run.agent.train_every) != self.run.agent.train_every:

@@ -293,13 +293,17 @@ def make_env(
 
 
 def make_vector_env(cfg: EnvConfig, level: str | None = None) -> gym.vector.VectorEnv:
-    """``cfg.num_envs`` workers that reset themselves in the step that ends an episode.
+    """``cfg.num_envs`` Mario workers (see ``vectorize``)."""
+    return vectorize([functools.partial(make_env, cfg, level) for _ in range(cfg.num_envs)], cfg.vector)
 
-    SAME_STEP autoreset hands back the final observation in ``info["final_obs"]``, which the
-    replay needs to bootstrap time-outs.
+
+def vectorize(fns: list[Callable[[], gym.Env]], vector: str) -> gym.vector.VectorEnv:
+    """A vector env of one worker per env factory: ``async`` worker processes or ``sync`` in this one.
+
+    Workers reset themselves in the step that ends an episode (SAME_STEP) and hand back the
+    final observation in ``info["final_obs"]``, which the replay needs to bootstrap time-outs.
     """
-    fns = [functools.partial(make_env, cfg, level) for _ in range(cfg.num_envs)]
-    if cfg.vector == "async":
+    if vector == "async":
         return worker_processes(fns)
     return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
 

@@ -167,19 +167,25 @@ class ReplayBuffer:
         slots = (self.cursor[slot_envs] + np.tile(offsets, len(envs))) % self.per_env
         self._set_leaves(slot_envs, slots)
 
-    def start(self, frames: np.ndarray) -> None:
-        """Begin an episode in every stream with its reset frame, shape (num_envs, H, W)."""
-        self._write_frames(self._envs, frames, first=True)
+    def _streams(self, envs: np.ndarray | None) -> np.ndarray:
+        return self._envs if envs is None else np.asarray(envs, dtype=np.int64)
 
-    def truncate_episodes(self) -> None:
-        """Cut every stream's running episode short, as a time-out, before a restart.
+    def start(self, frames: np.ndarray, envs: np.ndarray | None = None) -> None:
+        """Begin an episode in streams ``envs`` (all if None) with their reset frames, shape (len(envs), H, W)."""
+        self._write_frames(self._streams(envs), frames, first=True)
 
-        After a resume the workers start new episodes; the old ones' last transitions must
-        neither run on into them (n-step) nor lose their bootstrap (a time-out keeps it).
+    def truncate_episodes(self, envs: np.ndarray | None = None) -> None:
+        """Cut the running episode of streams ``envs`` (all if None) short, as a time-out, before a restart.
+
+        After a resume, or when a collector's actor is restarted, the emulators start new
+        episodes; the old ones' last transitions must neither run on into them (n-step) nor
+        lose their bootstrap (a time-out keeps it).
         """
-        last = (self.cursor - 2) % self.per_env
-        envs = self._envs[(self.written >= 2) & self.has_action[self._envs, last]]
-        self.truncated[envs, last[envs]] |= ~self.terminated[envs, last[envs]]
+        envs = self._streams(envs)
+        last = (self.cursor[envs] - 2) % self.per_env
+        cut = (self.written[envs] >= 2) & self.has_action[envs, last]
+        envs, last = envs[cut], last[cut]
+        self.truncated[envs, last] |= ~self.terminated[envs, last]
 
     def add(
         self,
@@ -189,15 +195,16 @@ class ReplayBuffer:
         truncated: np.ndarray,
         next_frames: np.ndarray,
         reset_frames: np.ndarray | None = None,
+        envs: np.ndarray | None = None,
     ) -> None:
-        """Record one vector step.
+        """Record one vector step of streams ``envs`` (all if None); arrays are indexed like ``envs``.
 
         ``next_frames`` are the newest frames after the step (the final frame where an
         episode ended); ``reset_frames`` the newest frames of the observations that start the
         next episodes, read only where ``terminated | truncated``.
         """
-        envs = self._envs
-        slots = (self.cursor - 1) % self.per_env
+        envs = self._streams(envs)
+        slots = (self.cursor[envs] - 1) % self.per_env
         self.actions[envs, slots] = actions
         self.rewards[envs, slots] = rewards
         self.terminated[envs, slots] = terminated
@@ -209,7 +216,7 @@ class ReplayBuffer:
         ended = np.flatnonzero(np.logical_or(terminated, truncated))
         if ended.size:
             assert reset_frames is not None, "an episode ended: reset_frames are needed"
-            self._write_frames(ended, reset_frames[ended], first=True)
+            self._write_frames(envs[ended], reset_frames[ended], first=True)
 
     def _valid(self, envs: np.ndarray, slots: np.ndarray) -> np.ndarray:
         """Slots with an action whose stack and n-step window stay inside written data."""

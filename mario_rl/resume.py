@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from mario_rl.checkpointing import LAST, load_checkpoint
-from mario_rl.config import ConfigError, RunConfig, check_training_blocks, load, run_config_from, run_dict
+from mario_rl.config import ConfigError, RunConfig, check_training_blocks, lanes, load, run_config_from, run_dict
 from mario_rl.errors import one_line
 from mario_rl.replay import saved_replay
 
@@ -58,7 +58,8 @@ NETWORK = {
 }
 REPLAY_LAYOUT = {
     "env.num_envs": "the saved replay holds one ring of frames per worker",
-    "replay.capacity": "the saved replay's rings hold replay.capacity / env.num_envs slots each",
+    "collector.actors": "with collector=ray the saved replay holds one ring of frames per emulator of each actor",
+    "replay.capacity": "the saved replay's rings hold replay.capacity / emulators slots each",
 }
 
 
@@ -163,8 +164,10 @@ def check_unchanged(saved: RunConfig, run: RunConfig, path: Path, keys: dict[str
     """One line naming the first of ``keys`` that differs between the checkpoint's run and this one."""
     for key, what in keys.items():
         old, new = OmegaConf.select(OmegaConf.structured(saved), key), OmegaConf.select(OmegaConf.structured(run), key)
-        if key == "replay.capacity":  # what lays the replay out is the slots per worker
-            old, new = old // saved.env.num_envs, new // run.env.num_envs
+        if key == "collector.actors":  # Ray's actors each bring env.num_envs rings; local workers are one set
+            old, new = lanes(saved) // saved.env.num_envs, lanes(run) // run.env.num_envs
+        if key == "replay.capacity":  # what lays the replay out is the slots per emulator
+            old, new = old // lanes(saved), new // lanes(run)
             if old == new:
                 continue
             old, new = saved.replay.capacity, run.replay.capacity

@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from mario_rl.config import EnvConfig
-from mario_rl.envs import num_actions, worker_processes
+from mario_rl.envs import num_actions, vectorize
 
 ENV_ID = "mario_rl/SyntheticFrames-v0"
 
@@ -81,6 +81,6 @@ def make_synthetic_env(cfg: EnvConfig) -> gym.Env:
 
 
 def make_synthetic_vector_env(cfg: EnvConfig) -> gym.vector.VectorEnv:
-    """``cfg.num_envs`` synthetic workers in processes, reset in the step that ends an episode,
-    as mario_rl.envs.make_vector_env builds the Mario ones."""
-    return worker_processes([functools.partial(make_synthetic_env, cfg)] * cfg.num_envs)
+    """``cfg.num_envs`` synthetic workers in the vector env the Mario workers use (``cfg.vector``:
+    worker processes or this one), reset in the step that ends an episode."""
+    return vectorize([functools.partial(make_synthetic_env, cfg)] * cfg.num_envs, cfg.vector)

@@ -70,7 +70,7 @@ class ThroughputMonitor(pl.Callback):
             "env_steps_per_s": (stream.env_steps - steps0) / seconds,
             "updates_per_s": (trainer.global_step - updates0) / seconds,
             "peak_rss_mb": peak_rss_mb(),
-            "peak_rss_worker_mb": [peak_rss_mb(p.pid) for p in getattr(stream.envs, "processes", [])],
+            "peak_rss_worker_mb": [peak_rss_mb(pid) for pid in stream.collector.worker_pids()],
         }
         if pl_module.device.type == "cuda":
             summary["peak_gpu_mb"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**20

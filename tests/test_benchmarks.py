@@ -148,3 +148,26 @@ def test_the_gpu_scripts_say_so_and_exit_2_without_cuda(script, tmp_path):
     assert out.returncode == 2, out.stderr
     what = "check" if script == "gpu_check.sh" else "run"
     assert out.stderr.strip() == f"{script.removesuffix('.sh')}: no CUDA device visible to torch; nothing to {what}"
+
+
+@pytest.mark.slow
+def test_collector_script_prints_ray_against_local_and_the_learner_ceiling():
+    cmd = [
+        sys.executable,
+        "benchmarks/collector.py",
+        "--emulators=2",
+        "--actors=1",
+        "--env-steps=200",
+        "--train-env-steps=400",
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("local", "ray", "ray_synthetic", "learner_ceiling"):
+        assert figures[f"{key}_env_steps_per_s"] > 0, key
+    assert figures["ray_over_local"] == pytest.approx(
+        figures["ray_env_steps_per_s"] / figures["local_env_steps_per_s"], abs=2e-3
+    )
+    assert figures["actors_per_learner"] == pytest.approx(
+        figures["learner_ceiling_env_steps_per_s"] / figures["ray_env_steps_per_s"], rel=0.01
+    )

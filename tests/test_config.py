@@ -1,9 +1,10 @@
+import importlib.util
 import subprocess
 import sys
 
 import pytest
 
-from mario_rl.config import ConfigError, load, load_train
+from mario_rl.config import ConfigError, lanes, load, load_train
 from tests.conftest import ROOT, compose_train
 
 
@@ -90,6 +91,37 @@ def test_seed_notebook_resolves_to_the_notebooks_values(tmp_path):
         ("callbacks.eval.every=abc", "callbacks.eval.every='abc' is not allowed; it must be an integer >= 1"),
         ("checkpoint_every=0", "checkpoint_every=0 is not allowed; it must be an integer >= 1 (env steps)"),
         ("callbacks.throughput.window_s=0", "callbacks.throughput.window_s=0 is not allowed; it must be > 0 (seconds)"),
+        ("collector.kind=mpi", "collector.kind='mpi' is not allowed; choose one of: local, ray"),
+        ("collector=ray collector.actors=0", "collector.actors=0 is not allowed; it must be an integer >= 1"),
+        ("collector=ray collector.actor_cpus=0", "collector.actor_cpus=0.0 is not allowed; it must be > 0"),
+        (
+            "collector=ray +collector.actor_resources.emulator=-1",
+            "collector.actor_resources.emulator=-1.0 is not allowed; it must be > 0",
+        ),
+        ("collector=ray collector.chunk_steps=0", "collector.chunk_steps=0 is not allowed; it must be an integer >= 1"),
+        (
+            "collector=ray collector.weight_sync_every=0",
+            "collector.weight_sync_every=0 is not allowed; it must be an integer >= 1 (env steps)",
+        ),
+        (
+            "collector=ray collector.max_inflight=0",
+            "collector.max_inflight=0 is not allowed; it must be an integer >= 1 (chunks)",
+        ),
+        (
+            "collector=ray collector.epsilon_spread=-1",
+            "collector.epsilon_spread=-1.0 is not allowed; it must be null (the run's schedule) or >= 0",
+        ),
+        ("collector=ray collector.epsilon_base=1.5", "collector.epsilon_base=1.5 is not allowed; it must be in [0, 1]"),
+        (
+            "collector=ray collector.max_restarts=-1",
+            "collector.max_restarts=-1 is not allowed; it must be an integer >= 0",
+        ),
+        # 3 actors x 2 emulators: 6 lanes of (4 + 3 + 1) slots at least
+        (
+            "collector=ray collector.actors=3 env.num_envs=2 replay.capacity=40 agent.batch_size=8",
+            "replay.capacity=40 is not allowed; it must be >= collector.actors * env.num_envs * "
+            "(env.frame_stack + agent.n_step + 1) = 48",
+        ),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(tmp_path, override, message):
@@ -97,6 +129,25 @@ def test_bad_values_name_the_key_and_what_is_allowed(tmp_path, override, message
         load_train(compose_train(override.split(), tmp_path))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_collector_defaults_to_local_and_ray_reads_its_group(tmp_path):
+    assert load(compose_train([], tmp_path)).collector.kind == "local"
+    run = load(compose_train(["collector=ray", "collector.actors=8", "env.num_envs=4"], tmp_path))
+    collector = run.collector
+    assert (collector.kind, collector.actors, collector.address, collector.epsilon_spread) == ("ray", 8, None, None)
+    assert (collector.weight_sync_every, collector.max_inflight, collector.max_restarts) == (1_000, 2, 3)
+    assert lanes(run) == 32 and lanes(load(compose_train([], tmp_path))) == 4
+
+
+def test_collector_ray_without_ray_names_the_file_to_install(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(ConfigError) as err:
+        load(compose_train(["collector=ray"], tmp_path))
+    assert str(err.value) == "collector=ray needs Ray, which is not installed: pip install -r requirements-ray.txt"
+    assert (ROOT / "requirements-ray.txt").is_file()
+    assert load(compose_train([], tmp_path)).collector.kind == "local"  # the default never asks for Ray
 
 
 def test_lost_levels_accept_worlds_a_to_d(tmp_path):

@@ -153,13 +153,11 @@ def test_the_replay_never_stacks_or_bootstraps_across_a_restored_start():
     run = load(compose_train(["debug=default", "env.vector=sync", "agent.n_step=3"], Path("/tmp")))
     run = replace(run, env=frontier_config())
     stream = ExperienceStream(run, EpsilonGreedy(torch.nn.Identity(), 5, seed=0))
-    rng = np.random.default_rng(0)
     stream._open()
     try:
         for _ in range(400):
-            actions = rng.integers(5, size=2)
-            stream._send(actions)
-            stream._record(actions)
+            stream.collector.launch(1.0, stream.env_steps)  # random actions: the network is never asked
+            stream._write(stream.collector.receive(stream.env_steps))
         episodes = list(stream.finished)
     finally:
         stream.close()

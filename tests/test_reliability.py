@@ -195,7 +195,7 @@ def test_ctrl_c_during_a_vector_step_stops_at_the_next_step_and_the_envs_close(t
     def interrupt_while_the_main_thread_waits_for_a_worker():
         while stream.env_steps < 20:
             time.sleep(0.05)
-        slow = stream.envs.processes[1].pid
+        slow = stream.collector.worker_pids()[1]
         os.kill(slow, signal.SIGSTOP)  # a worker descheduled under load: the step waits for it
         time.sleep(1.0)
         os.kill(os.getpid(), signal.SIGINT)  # the other worker's answer is read, this one's is not
@@ -207,15 +207,15 @@ def test_ctrl_c_during_a_vector_step_stops_at_the_next_step_and_the_envs_close(t
         with taking_stops(), pytest.raises(KeyboardInterrupt):
             helper.start()
             next(iter(stream))
-        assert not stream._result and stream.envs._state.name == "DEFAULT"  # no step half collected
+        assert not stream.collector._result and stream.collector.envs._state.name == "DEFAULT"  # no step half collected
         closing = threading.Thread(target=stream.close, daemon=True)
         closing.start()
         closing.join(timeout=30)
         assert not closing.is_alive(), "closing the envs waits for a step that was half read"
     finally:
         helper.join()
-        if stream.envs is not None:
-            stream.envs.close(terminate=True)
+        if stream.collector.envs is not None:
+            stream.collector.envs.close(terminate=True)
 
 
 class KillWorkerAt(pl.Callback):
@@ -226,7 +226,7 @@ class KillWorkerAt(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.update:
-            os.kill(pl_module.stream.envs.processes[1].pid, signal.SIGKILL)
+            os.kill(pl_module.stream.collector.worker_pids()[1], signal.SIGKILL)
 
 
 @pytest.mark.slow

@@ -372,3 +372,23 @@ def test_a_uniform_save_loads_into_a_prioritized_buffer_at_the_max_priority(tmp_
 def test_prioritized_bytes_count_the_priorities_and_the_trees():
     # 7,065 bytes + a float32 priority per slot, and two float64 trees of 2 x 131,072 nodes
     assert replay_nbytes(100_000, (84, 84), prioritized=True) == 100_000 * 7_069 + 4 * 131_072 * 8
+
+
+def test_lanes_are_written_apart_and_a_truncation_cuts_only_its_lanes():
+    buf = make(num_envs=3)
+    one = np.array([1])
+    buf.start(np.stack([frame(1)[0], frame(100)[0], frame(200)[0]]))
+    # lane 1 alone steps twice; lanes 0 and 2 once, together
+    for nxt in (101, 102):
+        buf.add(np.array([3]), np.array([1.0], np.float32), np.array([False]), np.array([False]), frame(nxt), None, one)
+    both = np.array([0, 2])
+    pair = np.stack([frame(2)[0], frame(201)[0]])
+    buf.add(np.array([1, 2]), np.array([5.0, 7.0], np.float32), np.zeros(2, bool), np.zeros(2, bool), pair, None, both)
+    assert buf.cursor.tolist() == [2, 3, 2]
+    assert buf.actions[:, 0].tolist() == [1, 3, 2] and buf.rewards[:, 0].tolist() == [5.0, 1.0, 7.0]
+    assert values(buf.stacks(np.array([1, 2]), np.array([2, 1]))) == [[100, 101, 102], [200, 200, 201]]
+    # lane 1 restarts: its running episode becomes a time-out, the others run on
+    buf.truncate_episodes(one)
+    buf.start(frame(150), one)
+    assert buf.truncated.tolist() == [[False] * 10, [False, True] + [False] * 8, [False] * 10]
+    assert values(buf.stacks(one, np.array([3]))) == [[150, 150, 150]]
