@@ -25,11 +25,14 @@ train: $(STAMP)
 test: $(RAY_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The shipped agent (docs/RESULTS.md) plays World 1-1; the table, results files and the GIFs of
-# its first and best episode land in outputs/evaluate/<date>/<time>/.
+# The shipped agents (docs/RESULTS.md): the 1-1 agent plays 5 episodes of 1-1, the World-1 agent
+# 2 of each of 1-1..1-4. Each writes its table, results files and the GIFs of the first and
+# best episode of each level to outputs/evaluate/<date>/<time>/.
 MODEL ?= models/mario-1-1.safetensors
+WORLD_MODEL ?= models/mario-world-1.safetensors
 demo: $(STAMP)
 	$(BIN)/python evaluate.py ckpt_path=$(MODEL) env.level=1-1 episodes=5 video=true $(ARGS)
+	$(BIN)/python evaluate.py ckpt_path=$(WORLD_MODEL) episodes=2 video=true $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
