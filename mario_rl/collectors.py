@@ -35,6 +35,7 @@ import torch
 
 from mario_rl.config import RAY_MISSING, ConfigError, EnvConfig, RunConfig
 from mario_rl.envs import num_actions
+from mario_rl.episodes import Episode
 from mario_rl.errors import EnvWorkerError, one_line
 from mario_rl.nets import NatureCNN
 from mario_rl.policy import EpsilonGreedy
@@ -52,16 +53,12 @@ STATES_WAIT_S = 60
 
 @dataclass
 class EpisodeEnd:
-    """An episode that ended at vector step ``step`` of a chunk, in lane ``lane`` (an index into its lanes)."""
+    """An episode that ended at vector step ``step`` of a chunk, in lane ``lane`` (an index into
+    its lanes); the stream sets the ``episode``'s run-wide ``env_steps``."""
 
     step: int
     lane: int
-    episode_return: float
-    length: int
-    x_pos: int
-    clear: bool
-    level: str
-    restored: bool
+    episode: Episode
 
 
 @dataclass
@@ -152,12 +149,14 @@ class ChunkRecorder:
                 EpisodeEnd(
                     step=len(self._steps) - 1,
                     lane=int(i),
-                    episode_return=float(self._returns[i]),
-                    length=int(self._lengths[i]),
-                    x_pos=int(final["x_pos"][i]),
-                    clear=bool(final["flag_get"][i]),
-                    level=str(final["level"][i]) if "level" in final else self.level,
-                    restored=bool(final["restored"][i]) if "restored" in final else False,
+                    episode=Episode(
+                        episode_return=float(self._returns[i]),
+                        length=int(self._lengths[i]),
+                        x_pos=int(final["x_pos"][i]),
+                        clear=bool(final["flag_get"][i]),
+                        level=str(final["level"][i]) if "level" in final else self.level,
+                        restored=bool(final["restored"][i]) if "restored" in final else False,
+                    ),
                 )
             )
             self._returns[i] = 0

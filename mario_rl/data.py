@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
@@ -172,17 +173,7 @@ class ExperienceStream(IterableDataset):
             )
         for end in chunk.episodes:
             if end.step < steps:
-                self.finished.append(
-                    Episode(
-                        env_steps=self.env_steps + (end.step + 1) * len(lanes),
-                        episode_return=end.episode_return,
-                        length=end.length,
-                        x_pos=end.x_pos,
-                        clear=end.clear,
-                        level=end.level,
-                        restored=end.restored,
-                    )
-                )
+                self.finished.append(replace(end.episode, env_steps=self.env_steps + (end.step + 1) * len(lanes)))
                 self.episodes += 1
         self.env_steps += steps * len(lanes)
 
