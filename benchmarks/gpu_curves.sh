@@ -10,7 +10,9 @@
 # long is stopped as Ctrl-C stops it (default 1800). Writes OUT_DIR/<variant>-s<seed>/ (the run
 # dirs), OUT_DIR/curves.csv (mario_rl.plot's CSV of eval/x_pos_mean, eval/clear_rate and
 # rollout/x_pos; label = the variant and seed) and prints one JSON line per run: its env steps,
-# env steps/s and last evaluation. PYTHON=... picks the interpreter. Exits 2 without CUDA.
+# env steps/s and last evaluation. PYTHON=... picks the interpreter; VARIANTS="bf16 fp32" and
+# SEEDS="1" run a subset (default: all three variants, seeds 1 and 2). Exits 2 without CUDA, 1
+# for an unknown variant.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
@@ -19,19 +21,25 @@ env_steps=${2:-85000}
 seconds=${3:-1800}
 mkdir -p "$out"
 
-if ! "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-    echo "gpu_curves: no CUDA device visible to torch; nothing to run" >&2
-    exit 2
-fi
-
 declare -A variants=(
     [bf16]="trainer.precision=bf16-mixed"
     [fp32]="trainer.precision=32-true"
     [fp32-huber10]="trainer.precision=32-true agent.huber_delta=10"
 )
+for variant in ${VARIANTS:-bf16 fp32 fp32-huber10}; do
+    [[ -v "variants[$variant]" ]] || {
+        echo "gpu_curves: VARIANTS: unknown variant '$variant'; allowed: ${!variants[*]}" >&2
+        exit 1
+    }
+done
+if ! "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    echo "gpu_curves: no CUDA device visible to torch; nothing to run" >&2
+    exit 2
+fi
+
 names=()
-for variant in bf16 fp32 fp32-huber10; do
-    for seed in 1 2; do
+for variant in ${VARIANTS:-bf16 fp32 fp32-huber10}; do
+    for seed in ${SEEDS:-1 2}; do
         name=$variant-s$seed
         names+=("$name")
         # shellcheck disable=SC2086  # the variant's overrides are separate words

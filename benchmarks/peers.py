@@ -103,12 +103,15 @@ def sb3_figures(
     gradient_steps: int = 1,
     policy_kwargs: dict[str, Any] | None = None,
     seed: int = 1,
+    device: str = "cpu",
+    seconds: float | None = None,
 ) -> dict[str, float]:
     """Stable-Baselines3's DQN on a SubprocVecEnv ``envs``, with mario-rl's default agent and replay
     settings; runs in this process (call it in a child) and closes ``envs``.
 
     ``train_freq`` counts vector steps: one update per ``env.num_envs`` env steps when 1.
-    Rates are from the first vector step past ``warmup`` env steps to the end.
+    Rates are from the first vector step past ``warmup`` env steps to the end; with ``seconds``,
+    the end comes that long after the first vector step past ``warmup`` if ``steps`` are not done.
     """
     import torch
     from stable_baselines3 import DQN
@@ -124,7 +127,7 @@ def sb3_figures(
         def _on_step(self) -> bool:
             if self.start is None and self.num_timesteps > warmup:
                 self.start = (time.perf_counter(), self.num_timesteps, self.model._n_updates)
-            return True
+            return self.start is None or seconds is None or time.perf_counter() - self.start[0] < seconds
 
     torch.set_num_threads(threads)
     run = default_run()
@@ -146,7 +149,7 @@ def sb3_figures(
         optimize_memory_usage=True,
         replay_buffer_kwargs={"handle_timeout_termination": False},  # SB3 allows no other with optimize_memory_usage
         policy_kwargs={"optimizer_kwargs": {"eps": agent.adam_eps}, **(policy_kwargs or {})},
-        device="cpu",
+        device=device,
         seed=seed,
     )
     clock = SteadyState()

@@ -43,6 +43,7 @@ PHASES = ("env_wait", "actor", "replay_add", "replay_sample", "forward_loss", "b
 
 
 TINY_FEATURES = 8 * 10 * 10
+PROFILE_FROM = 50  # updates before the profiler starts: past the first updates' one-off costs
 
 
 def tiny_torso(in_channels: int) -> Any:
@@ -88,8 +89,26 @@ def sb3_tiny_policy() -> dict[str, Any]:
     return {"features_extractor_class": TinyExtractor, "net_arch": []}
 
 
-def mario_rl_run(num_envs: int, warmup: int, steps: int, threads: int) -> dict[str, float]:
-    """The real stream and module under a Trainer, on synthetic workers; rates and time shares."""
+def profiler_activities(cuda: bool) -> list[Any]:
+    """The torch profiler's activities: the host's ops, and the device's kernels on a GPU."""
+    from torch.profiler import ProfilerActivity
+
+    return [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+
+
+def top_ops(profiler: Any, updates: int, count: int = 12) -> dict[str, float]:
+    """The ``count`` ops with the most self CPU time, in milliseconds per update, and their total."""
+    events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    ops = {e.key: round(e.self_cpu_time_total / 1000 / updates, 3) for e in events[:count]}
+    return ops | {"all ops": round(sum(e.self_cpu_time_total for e in events) / 1000 / updates, 3)}
+
+
+def mario_rl_run(args: argparse.Namespace) -> dict[str, Any]:
+    """The real stream and module under a Trainer, on synthetic workers; rates and time shares.
+
+    On a GPU each timed phase ends with ``torch.cuda.synchronize()``, so that the kernels a phase
+    queued count in that phase and not in the next one that waits for them.
+    """
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.loggers import TensorBoardLogger
@@ -100,24 +119,26 @@ def mario_rl_run(num_envs: int, warmup: int, steps: int, threads: int) -> dict[s
     from mario_rl.policy import EpsilonGreedy
     from mario_rl.synthetic import make_synthetic_vector_env
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads)
+    cuda = args.accelerator == "gpu"
     run = default_run(
-        env={"num_envs": num_envs},
+        env={"num_envs": args.num_envs},
         agent={
-            "learning_starts": warmup,
+            "learning_starts": args.warmup,
             "dueling": False,
             "n_step": 1,
             "epsilon_start": EPSILON,
             "epsilon_end": EPSILON,
         },
         replay={"prioritized": False, "save": False},
-        env_steps=warmup + steps,
+        env_steps=args.warmup + args.train_steps,
     )
     agent = run.agent
     module = DQN(run_dict(run))
-    module.online = tiny_q_net(run.env.frame_stack, module.num_actions)
-    module.target = tiny_q_net(run.env.frame_stack, module.num_actions).requires_grad_(False)
-    module.target.load_state_dict(module.online.state_dict())
+    if args.network == "tiny":
+        module.online = tiny_q_net(run.env.frame_stack, module.num_actions)
+        module.target = tiny_q_net(run.env.frame_stack, module.num_actions).requires_grad_(False)
+        module.target.load_state_dict(module.online.state_dict())
     policy = EpsilonGreedy(module.online, module.num_actions, seed=run.seed)
     module.stream = stream = ExperienceStream(run, policy, make_envs=make_synthetic_vector_env)
 
@@ -130,6 +151,8 @@ def mario_rl_run(num_envs: int, warmup: int, steps: int, threads: int) -> dict[s
             try:
                 return fn(*args, **kwargs)
             finally:
+                if cuda:
+                    torch.cuda.synchronize()
                 seconds[phase] += time.perf_counter() - started
 
         return wrapper
@@ -141,19 +164,31 @@ def mario_rl_run(num_envs: int, warmup: int, steps: int, threads: int) -> dict[s
     module.optimizer_step = timed("backward_step", module.optimizer_step)  # its closure runs training_step
 
     class SteadyState(pl.Callback):
-        """The counters at the first update and at the end."""
+        """The counters at the first update and at the end; stops the run ``args.seconds`` after the
+        first update, and profiles ``args.profile`` updates from the 50th on."""
 
         def __init__(self) -> None:
             self.first: dict[str, float] | None = None
             self.last: dict[str, float] = {}
+            self.profiler: torch.profiler.profile | None = None
+            self.top_ops: dict[str, float] = {}
 
         def snapshot(self, trainer: pl.Trainer) -> dict[str, float]:
             at = {"time": time.perf_counter(), "env_steps": stream.env_steps, "updates": trainer.global_step}
             return at | seconds | {"env_wait": stream.env_seconds}
 
-        def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        def on_train_batch_start(self, trainer: pl.Trainer, *_: Any) -> None:
             if self.first is None:
                 self.first = self.snapshot(trainer)
+            elif args.seconds and time.perf_counter() - self.first["time"] > args.seconds:
+                trainer.should_stop = True
+            if args.profile and trainer.global_step == PROFILE_FROM:
+                self.profiler = torch.profiler.profile(activities=profiler_activities(cuda))
+                self.profiler.__enter__()
+            elif self.profiler is not None and trainer.global_step == PROFILE_FROM + args.profile:
+                self.profiler.__exit__(None, None, None)
+                self.top_ops = top_ops(self.profiler, args.profile)
+                self.profiler = None
 
         def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             self.last = self.snapshot(trainer)
@@ -161,7 +196,8 @@ def mario_rl_run(num_envs: int, warmup: int, steps: int, threads: int) -> dict[s
     clock = SteadyState()
     with tempfile.TemporaryDirectory() as out:
         trainer = pl.Trainer(
-            accelerator="cpu",
+            accelerator=args.accelerator,
+            devices=1,
             precision="32-true",
             max_epochs=-1,
             default_root_dir=out,
@@ -181,32 +217,47 @@ def mario_rl_run(num_envs: int, warmup: int, steps: int, threads: int) -> dict[s
     figures = {"env_steps_per_s": delta.pop("env_steps") / wall, "updates_per_s": delta.pop("updates") / wall}
     figures |= {f"time_{phase}": delta[phase] / wall for phase in PHASES}
     figures["time_loop"] = 1.0 - sum(delta[phase] for phase in PHASES) / wall
+    figures["ms_per_update"] = 1000 * wall / max(1, clock.last["updates"] - clock.first["updates"])
+    if clock.top_ops:
+        figures["profile_self_cpu_ms_per_update"] = clock.top_ops
     return figures
 
 
-def sb3_run(num_envs: int, warmup: int, steps: int, threads: int) -> dict[str, float]:
-    """SB3's DQN with the tiny network on the same synthetic workers, one update per 4 env steps."""
+def sb3_run(args: argparse.Namespace) -> dict[str, Any]:
+    """SB3's DQN with the same network on the same synthetic workers, one update per 4 env steps."""
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     from benchmarks.peers import sb3_figures
     from mario_rl.synthetic import make_synthetic_env
 
-    env = default_run(env={"num_envs": num_envs}).env
-    envs = SubprocVecEnv([functools.partial(make_synthetic_env, env)] * num_envs, start_method="forkserver")
+    env = default_run(env={"num_envs": args.num_envs}).env
+    envs = SubprocVecEnv([functools.partial(make_synthetic_env, env)] * args.num_envs, start_method="forkserver")
     # One update per train_every env steps: gradient_steps updates every train_freq vector steps.
     train_every = default_run().agent.train_every
-    common = math.gcd(num_envs, train_every)
-    train_freq, gradient_steps = train_every // common, num_envs // common
-    return sb3_figures(envs, warmup, steps, threads, train_freq, gradient_steps, sb3_tiny_policy())
+    common = math.gcd(args.num_envs, train_every)
+    train_freq, gradient_steps = train_every // common, args.num_envs // common
+    policy = sb3_tiny_policy() if args.network == "tiny" else None  # None: SB3's NatureCNN, as ours
+    return sb3_figures(
+        envs,
+        args.warmup,
+        args.train_steps,
+        args.threads,
+        train_freq,
+        gradient_steps,
+        policy,
+        device="cuda" if args.accelerator == "gpu" else "cpu",
+        seconds=args.seconds or None,
+    )
 
 
-def in_child(system: str, args: argparse.Namespace) -> dict[str, float]:
-    """One system's figures from a child process of its own."""
+def in_child(system: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One system's figures from a child process of its own; its stderr passes through."""
     cmd = [sys.executable, __file__, f"--system={system}", f"--num-envs={args.num_envs}", f"--warmup={args.warmup}"]
-    cmd += [f"--train-steps={args.train_steps}", f"--threads={args.threads}"]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    cmd += [f"--train-steps={args.train_steps}", f"--threads={args.threads}", f"--accelerator={args.accelerator}"]
+    cmd += [f"--network={args.network}", f"--seconds={args.seconds}", f"--profile={args.profile}"]
+    out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if out.returncode:
-        raise RuntimeError(f"{system} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{system} failed with exit status {out.returncode}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -215,15 +266,21 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=16, help="synthetic worker processes")
     parser.add_argument("--warmup", type=int, default=2000, help="env steps before the clock starts")
     parser.add_argument("--train-steps", type=int, default=20_000, help="env steps each system is timed for")
+    parser.add_argument(
+        "--seconds", type=float, default=0.0, help="stop each system this long after its clock starts; 0: none"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each learner")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved runs of both systems")
+    parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu", help="where both learners run")
+    parser.add_argument("--network", choices=("tiny", "nature"), default="tiny", help="the tiny net or the Nature CNN")
+    parser.add_argument("--profile", type=int, default=0, help="torch-profile this many of mario-rl's updates")
     parser.add_argument("--system", choices=("mario_rl", "sb3"), help=argparse.SUPPRESS)  # a child's one system
     args = parser.parse_args()
     if args.system:
         run = {"mario_rl": mario_rl_run, "sb3": sb3_run}[args.system]
-        print(json.dumps(run(args.num_envs, args.warmup, args.train_steps, args.threads)))
+        print(json.dumps(run(args)))
         return
-    best: dict[str, dict[str, float]] = {}
+    best: dict[str, dict[str, Any]] = {}
     for _ in range(args.rounds):
         for system in ("mario_rl", "sb3"):
             figures = in_child(system, args)
@@ -233,11 +290,14 @@ def main() -> None:
     for system in ("mario_rl", "sb3"):
         for key in ("env_steps_per_s", "updates_per_s"):
             line[f"{system}_{key}"] = best[system][key]
-    line |= {f"mario_rl_{k}": v for k, v in best["mario_rl"].items() if k.startswith("time_")}
+    line |= {f"mario_rl_{k}": v for k, v in best["mario_rl"].items() if k.startswith("time_") or k == "ms_per_update"}
     line["mario_rl_over_sb3_env_steps_per_s"] = best["mario_rl"]["env_steps_per_s"] / best["sb3"]["env_steps_per_s"]
     line = {k: round(v, 3) for k, v in line.items()}
+    if "profile_self_cpu_ms_per_update" in best["mario_rl"]:
+        line["mario_rl_profile_self_cpu_ms_per_update"] = best["mario_rl"]["profile_self_cpu_ms_per_update"]
     line |= {"num_envs": args.num_envs, "warmup": args.warmup, "train_steps": args.train_steps}
-    line |= {"threads": args.threads, "rounds": args.rounds}
+    line |= {"seconds": args.seconds, "threads": args.threads, "rounds": args.rounds}
+    line |= {"accelerator": args.accelerator, "network": args.network}
     print(json.dumps(line | cpu_features()))
 
 

@@ -107,7 +107,8 @@ def test_peers_script_prints_every_system_and_figures_that_add_up():
 
 @pytest.mark.slow
 def test_pipeline_ceiling_script_prints_both_systems_and_where_mario_rls_time_went():
-    cmd = [sys.executable, "benchmarks/pipeline_ceiling.py", "--num-envs=2", "--warmup=64", "--train-steps=160"]
+    cmd = [sys.executable, "benchmarks/pipeline_ceiling.py", "--num-envs=2", "--warmup=64", "--train-steps=600"]
+    cmd += ["--profile=4"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     figures = json.loads(out.stdout.strip().splitlines()[-1])
@@ -122,6 +123,10 @@ def test_pipeline_ceiling_script_prints_both_systems_and_where_mario_rls_time_we
     assert all(0 <= v <= 1 for v in shares.values()) and sum(shares.values()) == pytest.approx(1, abs=0.01)
     ratio = figures["mario_rl_env_steps_per_s"] / figures["sb3_env_steps_per_s"]
     assert figures["mario_rl_over_sb3_env_steps_per_s"] == pytest.approx(ratio, abs=2e-3)
+    assert figures["mario_rl_ms_per_update"] == pytest.approx(1000 / figures["mario_rl_updates_per_s"], rel=0.01)
+    ops = figures["mario_rl_profile_self_cpu_ms_per_update"]
+    assert len(ops) == 13 and ops["all ops"] >= sum(v for k, v in ops.items() if k != "all ops") - 1e-2
+    assert any("convolution" in op for op in ops) and figures["accelerator"] == "cpu"
 
 
 def test_update_profile_times_every_phase_and_they_add_up_to_the_update():
@@ -148,6 +153,21 @@ def test_the_gpu_scripts_say_so_and_exit_2_without_cuda(script, tmp_path):
     assert out.returncode == 2, out.stderr
     what = "check" if script == "gpu_check.sh" else "run"
     assert out.stderr.strip() == f"{script.removesuffix('.sh')}: no CUDA device visible to torch; nothing to {what}"
+
+
+def test_gpu_curves_names_an_unknown_variant_and_the_allowed_ones(tmp_path):
+    out = subprocess.run(
+        ["bash", "benchmarks/gpu_curves.sh", str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "VARIANTS": "bf16 fp16"},
+    )
+    assert out.returncode == 1
+    line = out.stderr.strip()
+    assert line.startswith("gpu_curves: VARIANTS: unknown variant 'fp16'; allowed: ")
+    assert set(line.split("allowed: ")[1].split()) == {"bf16", "fp32", "fp32-huber10"}
 
 
 @pytest.mark.slow
