@@ -39,6 +39,7 @@ from mario_rl.episodes import Episode
 from mario_rl.errors import EnvWorkerError, one_line
 from mario_rl.nets import NatureCNN
 from mario_rl.policy import EpsilonGreedy
+from mario_rl.stopping import keeping_stop_handlers
 
 log = logging.getLogger(__name__)
 
@@ -181,22 +182,29 @@ class ChunkRecorder:
         return chunk
 
 
+def keeps_worker_state(envs: gym.vector.VectorEnv) -> bool:
+    """Whether the vector env's workers have a ``worker_state`` to save and restore.
+
+    Read from the env's metadata (levels.LevelSet sets ``worker_state``) rather than asked of the
+    workers: Gymnasium's async worker exits after any error in a call, so asking an env that
+    lacks the attribute would end every worker.
+    """
+    return bool(envs.metadata.get("worker_state"))
+
+
 def get_worker_states(envs: gym.vector.VectorEnv) -> list[dict[str, Any]] | None:
     """Each worker's start-state pool and recent per-level outcomes (levels.LevelSet.worker_state),
     or None for an env that keeps none (the synthetic one)."""
-    try:
-        return list(envs.get_attr("worker_state"))
-    except AttributeError:
-        return None
+    return list(envs.get_attr("worker_state")) if keeps_worker_state(envs) else None
 
 
 def set_worker_states(envs: gym.vector.VectorEnv, states: list[dict[str, Any]]) -> None:
     """Give the workers their saved states; a run resumed with other emulators deals them out in
     order and drops or leaves empty what does not fit."""
     n = envs.num_envs
-    try:
+    if keeps_worker_state(envs):
         envs.set_attr("worker_state", (list(states) + [{}] * n)[:n])
-    except AttributeError:
+    else:
         log.warning("the env workers keep no start states or level outcomes; the saved ones are dropped")
 
 
@@ -223,7 +231,6 @@ class LocalCollector:
         self._in_flight = False
         self._launched_at = 0
         self._pending_workers: list[dict[str, Any]] | None = None
-        self._workers_keep_state = True
         self.env_seconds = 0.0
 
     @property
@@ -248,14 +255,11 @@ class LocalCollector:
         or None when the workers keep none (not started, or an env without levels)."""
         if self.envs is None:
             return self._pending_workers
-        if not self._workers_keep_state:
+        if not keeps_worker_state(self.envs):
             return None
         self._settle()
         try:
-            return list(self.envs.get_attr("worker_state"))
-        except AttributeError:  # asked once: a worker that lacks it logs the error each time
-            self._workers_keep_state = False
-            return None
+            return get_worker_states(self.envs)
         except Exception as err:  # a dead or broken worker: the states are lost with it, the save goes on
             log.warning("the env workers' start states could not be read (%s); saved without them", one_line(err))
             return None
@@ -446,13 +450,14 @@ class RayCollector:
     def _connect(self) -> None:
         ray, cfg = self.ray, self.cfg
         if not ray.is_initialized():
-            if cfg.address is None:
-                ray.init(include_dashboard=False, logging_level=logging.WARNING)
-            else:
-                import mario_rl
+            with keeping_stop_handlers():  # Ctrl-C and SIGTERM still save and stop as without Ray
+                if cfg.address is None:
+                    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+                else:
+                    import mario_rl
 
-                # The cluster's nodes get this package from the driver; its dependencies they must have.
-                ray.init(address=cfg.address, runtime_env={"py_modules": [mario_rl]}, logging_level=logging.WARNING)
+                    # The cluster's nodes get this package from the driver; its dependencies they must have.
+                    ray.init(address=cfg.address, runtime_env={"py_modules": [mario_rl]}, logging_level=logging.WARNING)
             self._owns_ray = True
         cpus = ray.cluster_resources().get("CPU", 0)
         need = cfg.actors * cfg.actor_cpus

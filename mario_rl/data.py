@@ -41,7 +41,8 @@ class ExperienceStream(IterableDataset):
     observations are uint8 frame stacks of shape (num_envs, frame_stack, frame_size,
     frame_size) and whose info carries ``x_pos`` and ``flag_get`` will do, e.g. the synthetic
     env of mario_rl/synthetic.py. With Ray it must be importable by the actors (a module-level
-    function).
+    function). Checkpoints keep the workers' ``worker_state`` (start states, level outcomes)
+    only when the env's metadata has ``"worker_state": True`` (collectors.keeps_worker_state).
     """
 
     def __init__(

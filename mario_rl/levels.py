@@ -186,7 +186,8 @@ class LevelSet(gym.Env):
         self._emulators: dict[str, Any] = {}
         self.level = self.levels[0]
         self.nes = self._emulator(self.level)
-        self.metadata = self.nes.metadata
+        # worker_state: the collectors save and restore this env's worker_state (collectors.keeps_worker_state)
+        self.metadata = {**self.nes.metadata, "worker_state": True}
         self.observation_space = self.nes.observation_space
         self.action_space = self.nes.action_space
         self._rng = np.random.default_rng()

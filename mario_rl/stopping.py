@@ -50,6 +50,27 @@ def taking_stops() -> Iterator[None]:
         _interrupted.clear()
 
 
+@contextlib.contextmanager
+def keeping_stop_handlers() -> Iterator[None]:
+    """Put back the SIGINT and SIGTERM handlers that were in place before the block.
+
+    ``ray.init`` in the driver installs Ray's own SIGTERM handler (and abseil's failure handler
+    in front of it), which exits at once: without this, a SIGTERM to a run with Ray actors ended
+    it without saving last.ckpt. Setting a Python handler again makes it the process's handler.
+    Outside the main thread (a launcher's worker thread) there is nothing to put back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            if handler is not None:  # None: set from C, not by Python, so it cannot be put back
+                signal.signal(sig, handler)
+
+
 def raise_if_stopped(trainer: Any | None = None) -> None:
     """Raise the stop asked for since the last env step: KeyboardInterrupt for Ctrl-C,
     Lightning's SIGTERMException for a SIGTERM the Trainer noted."""

@@ -18,7 +18,7 @@ from mario_rl.checkpointing import load_checkpoint
 from mario_rl.config import default_run
 from mario_rl.data import ExperienceStream
 from mario_rl.errors import EnvWorkerError
-from mario_rl.stopping import raise_if_stopped, taking_stops
+from mario_rl.stopping import keeping_stop_handlers, raise_if_stopped, taking_stops
 from mario_rl.training import train
 from tests.conftest import ROOT, compose_train
 
@@ -124,8 +124,21 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint_and_reaches_the_budget
     ids=["sigterm", "sigint", "ctrl-c-in-a-terminal", "sigterm-to-the-group"],
 )
 def test_sigterm_and_sigint_save_a_checkpoint_before_exiting(tmp_path, sig, to_group):
+    stop_and_check_the_save(tmp_path, sig, to_group)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_group_of_a_run_with_ray_actors_saves_before_exiting(tmp_path):
+    # ray.init installs a SIGTERM handler of its own in the learner, which exited without saving
+    pytest.importorskip("ray")
+    stop_and_check_the_save(tmp_path, signal.SIGTERM, True, "collector=ray", "collector.actors=1")
+
+
+def stop_and_check_the_save(tmp_path: Path, sig: signal.Signals, to_group: bool, *extra: str) -> None:
+    """Stop a training run with ``sig`` (to its process group if ``to_group``) once it has trained;
+    it must save last.ckpt, say why it stopped and leave no process behind."""
     # no periodic checkpoint and a long budget: only the signal can write last.ckpt
-    proc = start(tmp_path, "checkpoint_every=100000", "env_steps=100000")
+    proc = start(tmp_path, "checkpoint_every=100000", "env_steps=100000", *extra)
     wait_for(lambda: has_trained(tmp_path), "a first update", proc, tmp_path)
     # A terminal's Ctrl-C reaches the whole foreground group: the env workers ignore it, and the
     # learner stops them after it saves, so the stop is the same clean one. A SIGTERM to the
@@ -172,6 +185,27 @@ def test_sigterm_in_the_warm_up_saves_and_stops_at_once(tmp_path):
     assert proc.returncode == 1 and "stopped by SIGTERM at env step" in output(tmp_path)
     last = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert 100 <= last["stream"]["env_steps"] < 100000 and last["global_step"] == 0
+
+
+def test_handlers_replaced_inside_keeping_stop_handlers_are_put_back():
+    def ours(signum, frame):
+        raise AssertionError("not called")
+
+    def theirs(signum, frame):  # what ray.init installs in the learner
+        raise AssertionError("not called")
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGTERM, ours)
+        signal.signal(signal.SIGINT, ours)
+        with keeping_stop_handlers():
+            signal.signal(signal.SIGTERM, theirs)
+            signal.signal(signal.SIGINT, theirs)
+            assert signal.getsignal(signal.SIGTERM) is theirs
+        assert signal.getsignal(signal.SIGTERM) is ours and signal.getsignal(signal.SIGINT) is ours
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 class RandomPolicy:

@@ -55,3 +55,22 @@ def test_the_real_stream_runs_on_synthetic_worker_processes():
     # the replay rebuilds the stacks the actor saw
     slots = np.flatnonzero(stream.replay.has_action[0])
     np.testing.assert_array_equal(stream.replay.stacks(np.zeros_like(slots), slots), np.stack(policy.seen)[:, 0])
+
+
+def test_a_checkpoint_mid_run_leaves_workers_that_keep_no_state_running():
+    # Gymnasium's async worker exits after any error in a call, so asking an env without
+    # worker_state for it, as each checkpoint does, must not reach the workers as an error.
+    run = default_run(
+        env={"num_envs": 2, "max_episode_steps": 7},
+        agent={"learning_starts": 20, "train_every": 4, "batch_size": 8, "n_step": 1},
+        replay={"capacity": 1000, "prioritized": False},
+        env_steps=60,
+    )
+    stream = ExperienceStream(run, RandomPolicy(), make_envs=make_synthetic_vector_env)
+    batches = iter(stream)
+    first = [next(batches) for _ in range(3)]
+    saved = stream.state_dict()
+    rest = list(batches)
+    stream.close()
+    assert len(first) + len(rest) == 11 and stream.env_steps == 60
+    assert saved["env_steps"] == first[-1]["env_steps"] and saved.get("workers") is None
