@@ -329,8 +329,27 @@ class LocalCollector:
             try:
                 self.envs.close(timeout=timeout_s)
             except Exception:
-                self.envs.close(terminate=True)
+                terminate_workers(self.envs)
             self.envs = None
+
+
+def terminate_workers(envs: gym.vector.VectorEnv) -> None:
+    """End the worker processes of a vector env whose close failed, and mark it closed.
+
+    A worker that died in the middle of a call (a SIGTERM to the process group) leaves the vector
+    env waiting for its answer; Gymnasium's close, even with ``terminate=True``, reads that answer
+    first and fails again on the dead pipe.
+    """
+    processes = getattr(envs, "processes", [])
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for pipe in getattr(envs, "parent_pipes", []):
+        if pipe is not None:
+            pipe.close()
+    for process in processes:
+        process.join(timeout=10)
+    envs.closed = True
 
 
 def ape_x_epsilons(actors: int, base: float, spread: float) -> np.ndarray:

@@ -14,7 +14,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mario_rl.checkpointing import save_last
 from mario_rl.config import RunConfig, load_train, run_dict
-from mario_rl.errors import RunError
+from mario_rl.errors import EnvWorkerError, RunError
 from mario_rl.levels import pool_nbytes
 from mario_rl.module import DQN
 from mario_rl.replay import replay_nbytes
@@ -65,7 +65,12 @@ def train(cfg: DictConfig, run: RunConfig | None = None, overrides: Sequence[str
     try:
         with taking_stops():
             trainer.fit(module, ckpt_path=resume and resume.ckpt_path, weights_only=True)
-    except SIGTERMException:  # a SystemExit(0) in Lightning: a pre-empted run has not finished
+    except (SIGTERMException, EnvWorkerError) as err:
+        # SIGTERMException is a SystemExit(0) in Lightning: a pre-empted run has not finished. A
+        # SIGTERM sent to the whole process group can end the env workers before the learner's
+        # next env step notes it; then a worker's death is the SIGTERM's doing, and said as such.
+        if isinstance(err, EnvWorkerError) and not trainer.received_sigterm:
+            raise
         steps = module.stream.env_steps if module.stream else 0
         raise RunError(f"stopped by SIGTERM at env step {steps}; saved, resume with ckpt_path=last") from None
     finally:

@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mario_rl.checkpointing import load_checkpoint
 from mario_rl.config import default_run
 from mario_rl.data import ExperienceStream
-from mario_rl.errors import EnvWorkerError
+from mario_rl.errors import EnvWorkerError, RunError
 from mario_rl.stopping import keeping_stop_handlers, raise_if_stopped, taking_stops
 from mario_rl.training import train
 from tests.conftest import ROOT, compose_train
@@ -206,6 +206,44 @@ def test_handlers_replaced_inside_keeping_stop_handlers_are_put_back():
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def test_workers_killed_during_a_step_are_reported_once_and_close_leaves_nothing(tmp_path):
+    # What a SIGTERM to the process group does: the workers die with a step in flight. Receiving
+    # that step is the one error; closing must not read the dead pipes again (Gymnasium's close
+    # does, even with terminate=True) nor leave a process.
+    from mario_rl.collectors import LocalCollector
+    from mario_rl.synthetic import make_synthetic_vector_env
+
+    run = default_run(env={"num_envs": 2}, replay={"capacity": 100, "save": False})
+    collector = LocalCollector(run, RandomPolicy(), make_synthetic_vector_env)
+    collector.start(seed=0, env_steps=0)
+    processes = list(collector.envs.processes)
+    collector.launch(epsilon=1.0, env_steps=0)
+    for process in processes:
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(timeout=10)
+    with pytest.raises(EnvWorkerError, match=r"an env worker \(smb 1-1\) stopped at env step 0: "):
+        collector.receive(env_steps=2)
+    collector.close()
+    assert collector.envs is None and not any(p.is_alive() for p in processes)
+
+
+def test_a_worker_death_after_a_sigterm_is_reported_as_the_sigterm(tmp_path, monkeypatch, tiny_overrides):
+    # The group's SIGTERM can end the workers before the learner's next env step notes the signal.
+    def fit_stopped_by(sigterm: bool):
+        def fit(self, *args, **kwargs):
+            self._signal_connector.received_sigterm = sigterm
+            raise EnvWorkerError("an env worker (smb 1-1) stopped at env step 96: ConnectionResetError: reset")
+
+        return fit
+
+    monkeypatch.setattr(pl.Trainer, "fit", fit_stopped_by(True))
+    with pytest.raises(RunError, match=r"^stopped by SIGTERM at env step 0; saved, resume with ckpt_path=last$"):
+        train(compose_train(tiny_overrides, tmp_path / "sigterm"))
+    monkeypatch.setattr(pl.Trainer, "fit", fit_stopped_by(False))
+    with pytest.raises(EnvWorkerError, match=r"^an env worker \(smb 1-1\) stopped at env step 96"):
+        train(compose_train(tiny_overrides, tmp_path / "worker"))
 
 
 class RandomPolicy:
