@@ -224,6 +224,7 @@ class LocalCollector:
         self.restarts = 0
         self.in_flight_steps = 0
         self.envs: gym.vector.VectorEnv | None = None
+        self._error: EnvWorkerError | None = None  # the in-flight step's worker error, once seen
         self._recorder = ChunkRecorder(np.arange(self.lanes), run.env.level)
         self._obs: np.ndarray | None = None
         self._actions: np.ndarray | None = None
@@ -257,8 +258,8 @@ class LocalCollector:
             return self._pending_workers
         if not keeps_worker_state(self.envs):
             return None
-        self._settle()
         try:
+            self._settle()
             return get_worker_states(self.envs)
         except Exception as err:  # a dead or broken worker: the states are lost with it, the save goes on
             log.warning("the env workers' start states could not be read (%s); saved without them", one_line(err))
@@ -292,7 +293,9 @@ class LocalCollector:
         try:
             self._result = self.envs.step_wait()
         except Exception as err:  # a worker raised, or died and closed its pipe (EOFError)
-            raise self._worker_error(err, self._launched_at) from err
+            # kept for receive: a save that settled the step and went on without the states
+            self._error = self._worker_error(err, self._launched_at)
+            raise self._error from err
         finally:
             self._in_flight = False
 
@@ -301,6 +304,8 @@ class LocalCollector:
         started = time.perf_counter()
         self._settle()
         self.env_seconds += time.perf_counter() - started
+        if self._result is None and self._error is not None:
+            raise self._error
         result, self._result = self._result, None
         self._recorder.step(self._actions, result)
         self._obs = result[0]

@@ -208,22 +208,25 @@ def test_handlers_replaced_inside_keeping_stop_handlers_are_put_back():
             signal.signal(sig, handler)
 
 
-def test_workers_killed_during_a_step_are_reported_once_and_close_leaves_nothing(tmp_path):
-    # What a SIGTERM to the process group does: the workers die with a step in flight. Receiving
-    # that step is the one error; closing must not read the dead pipes again (Gymnasium's close
-    # does, even with terminate=True) nor leave a process.
+def test_workers_killed_during_a_step_let_a_save_through_then_fail_the_step_and_close(tmp_path, caplog):
+    # What a SIGTERM to the process group does: the workers die with a step in flight, and the
+    # learner saves (SIGTERM) before or after it receives that step. The save goes on without
+    # the workers' states; receiving the step is the one error; closing neither reads the dead
+    # pipes again (Gymnasium's close does, even with terminate=True) nor leaves a process.
     from mario_rl.collectors import LocalCollector
-    from mario_rl.synthetic import make_synthetic_vector_env
+    from mario_rl.envs import make_vector_env
 
     run = default_run(env={"num_envs": 2}, replay={"capacity": 100, "save": False})
-    collector = LocalCollector(run, RandomPolicy(), make_synthetic_vector_env)
+    collector = LocalCollector(run, RandomPolicy(), make_vector_env)
     collector.start(seed=0, env_steps=0)
     processes = list(collector.envs.processes)
     collector.launch(epsilon=1.0, env_steps=0)
     for process in processes:
         os.kill(process.pid, signal.SIGKILL)
         process.join(timeout=10)
-    with pytest.raises(EnvWorkerError, match=r"an env worker \(smb 1-1\) stopped at env step 0: "):
+    assert collector.worker_states() is None
+    assert "start states could not be read (EnvWorkerError: an env worker (smb 1-1) stopped" in caplog.text
+    with pytest.raises(EnvWorkerError, match=r"^an env worker \(smb 1-1\) stopped at env step 0: "):
         collector.receive(env_steps=2)
     collector.close()
     assert collector.envs is None and not any(p.is_alive() for p in processes)
