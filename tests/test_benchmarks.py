@@ -188,6 +188,7 @@ def test_collector_script_prints_ray_against_local_and_the_learner_ceiling():
     assert figures["ray_over_local"] == pytest.approx(
         figures["ray_env_steps_per_s"] / figures["local_env_steps_per_s"], abs=2e-3
     )
+    # actors_per_learner is printed to 2 decimals: 0.45 stands for 0.445-0.455
     assert figures["actors_per_learner"] == pytest.approx(
-        figures["learner_ceiling_env_steps_per_s"] / figures["ray_env_steps_per_s"], rel=0.01
+        figures["learner_ceiling_env_steps_per_s"] / figures["ray_env_steps_per_s"], rel=0.01, abs=0.0051
     )
