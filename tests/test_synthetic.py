@@ -36,13 +36,18 @@ class RandomPolicy:
         return self.rng.integers(5, size=obs.shape[0])
 
 
-def test_the_real_stream_runs_on_synthetic_worker_processes():
-    run = default_run(
+def small_run():
+    """Two synthetic workers, 7-step episodes, updates of 8 every 4 env steps from 20 to 60."""
+    return default_run(
         env={"num_envs": 2, "max_episode_steps": 7},
         agent={"learning_starts": 20, "train_every": 4, "batch_size": 8, "n_step": 1},
         replay={"capacity": 1000, "prioritized": False},
         env_steps=60,
     )
+
+
+def test_the_real_stream_runs_on_synthetic_worker_processes():
+    run = small_run()
     policy = RandomPolicy()
     stream = ExperienceStream(run, policy, make_envs=make_synthetic_vector_env)
     batches = list(stream)
@@ -60,12 +65,7 @@ def test_the_real_stream_runs_on_synthetic_worker_processes():
 def test_a_checkpoint_mid_run_leaves_workers_that_keep_no_state_running():
     # Gymnasium's async worker exits after any error in a call, so asking an env without
     # worker_state for it, as each checkpoint does, must not reach the workers as an error.
-    run = default_run(
-        env={"num_envs": 2, "max_episode_steps": 7},
-        agent={"learning_starts": 20, "train_every": 4, "batch_size": 8, "n_step": 1},
-        replay={"capacity": 1000, "prioritized": False},
-        env_steps=60,
-    )
+    run = small_run()
     stream = ExperienceStream(run, RandomPolicy(), make_envs=make_synthetic_vector_env)
     batches = iter(stream)
     first = [next(batches) for _ in range(3)]
