@@ -23,15 +23,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mario_rl.config import auto_precision, default_run  # noqa: E402
-from mario_rl.losses import double_dqn_loss  # noqa: E402
+from mario_rl.losses import dqn_loss  # noqa: E402
 from mario_rl.module import adam_kernel  # noqa: E402
 from mario_rl.nets import NatureCNN  # noqa: E402
 
 
 def updates_per_s(
-    seconds: float, threads: int, precision: str, fused_adam: bool | None = None, dueling: bool | None = None
+    seconds: float,
+    threads: int,
+    precision: str,
+    fused_adam: bool | None = None,
+    dueling: bool | None = None,
+    double_q: bool = True,
 ) -> float:
-    """Updates/s of batch 32 for one learner variant; None means the default config's choice."""
+    """Updates/s of batch 32 for one learner variant; None means the default config's choice.
+
+    ``double_q=False`` updates towards DQN's target: no online forward pass on the next states.
+    """
     torch.set_num_threads(threads)
     agent = default_run().agent
     dueling = agent.dueling if dueling is None else dueling
@@ -47,8 +55,8 @@ def updates_per_s(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
             q = online(obs)
             with torch.no_grad():
-                next_online, next_target = online(next_obs), target(next_obs)
-            loss, _ = double_dqn_loss(q, actions, next_online, next_target, returns, discounts)
+                next_online, next_target = online(next_obs) if double_q else None, target(next_obs)
+            loss, _ = dqn_loss(q, actions, next_online, next_target, returns, discounts)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(online.parameters(), 10.0)

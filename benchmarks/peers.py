@@ -2,12 +2,16 @@
 
     python benchmarks/peers.py                 # ~6 minutes on 2 cores; prints one JSON line
 
-Three systems train on Super Mario Bros 1-1, one after another in turn (``--rounds``), each
-in its own child process, for ``--train-steps`` env steps after ``--warmup`` env steps:
+Three systems (four with ``--double-q``) train on Super Mario Bros 1-1, one after another in
+turn (``--rounds``), each in its own child process, for ``--train-steps`` env steps after
+``--warmup`` env steps:
 
 - ``mario_rl``: a real ``python train.py`` run at the work of SB3's DQN (plain head, 1-step
-  targets, uniform replay; everything else the default: 4 workers, batch 32, one update per
-  4 env steps, fp32 or bf16 as train.py picks for this CPU).
+  targets, uniform replay, DQN's target: two forward passes per update; everything else the
+  default: 4 workers, batch 32, one update per 4 env steps, fp32 or bf16 as train.py picks
+  for this CPU).
+- ``mario_rl_double_q`` (with ``--double-q``): the same with the Double-DQN target, the
+  project's default, whose online forward pass on the next states SB3 does not make.
 - ``sb3``: Stable-Baselines3's ``DQN`` with ``CnnPolicy`` (the same Nature CNN and 512-wide
   plain head), ``optimize_memory_usage`` as its docs recommend for Atari, on our own wrappers
   (``mario_rl.envs.make_env``) in its ``SubprocVecEnv`` of 4 workers, batch 32 and
@@ -23,7 +27,7 @@ the end. Each rate is the best of the rounds, so a neighbour's load on a shared 
 counts least. ``limit_env_steps_per_s`` is what 2 cores could do if mario-rl's env work and
 learner work were packed without a gap: 1 / (1/env_alone + 1/(train_every * learner_alone)),
 with ``env_alone`` the 4 workers' env steps/s under random actions and ``learner_alone`` the
-plain-head learner's updates/s, both measured in this run.
+learner's updates/s at mario_rl's work, both measured in this run.
 """
 
 from __future__ import annotations
@@ -49,8 +53,10 @@ from mario_rl.config import default_run  # noqa: E402
 
 SYSTEMS = ("mario_rl", "sb3", "notebook")
 EPSILON = 0.05
-# mario-rl at SB3's work: SB3's DQN has no dueling head, n-step returns or prioritized replay.
-EQUAL_WORK = ["agent.dueling=false", "agent.n_step=1", "replay.prioritized=false"]
+# mario-rl at SB3's work: SB3's DQN has no dueling head, n-step returns, prioritized replay or Double-DQN target.
+EQUAL_WORK = ["agent.dueling=false", "agent.n_step=1", "replay.prioritized=false", "agent.double_q=false"]
+# What each mario-rl system changes from the default config.
+MARIO_RL_SYSTEMS = {"mario_rl": EQUAL_WORK, "mario_rl_double_q": [*EQUAL_WORK[:-1], "agent.double_q=true"]}
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
@@ -70,14 +76,14 @@ def limit_env_steps_per_s(env_alone: float, learner_alone: float, train_every: i
     return 1.0 / (1.0 / env_alone + 1.0 / (train_every * learner_alone))
 
 
-def mario_rl_run(warmup: int, steps: int, threads: int) -> dict[str, float]:
-    """A real train.py run at SB3's work; rates from its throughput.json."""
+def mario_rl_run(warmup: int, steps: int, threads: int, system: str = "mario_rl") -> dict[str, float]:
+    """A real train.py run with the overrides of ``system`` (MARIO_RL_SYSTEMS); rates from its throughput.json."""
     from benchmarks.throughput import bytes_per_transition, train_run, warm_budget
     from mario_rl.replay import ReplayBuffer
 
     overrides = [
         *warm_budget(warmup, steps),
-        *EQUAL_WORK,
+        *MARIO_RL_SYSTEMS[system],
         f"agent.epsilon_start={EPSILON}",
         f"agent.epsilon_end={EPSILON}",
         f"torch_threads={threads}",
@@ -199,8 +205,8 @@ def notebook_run(warmup: int, steps: int, threads: int) -> dict[str, float]:
 
 def in_child(system: str, warmup: int, steps: int, threads: int) -> dict[str, float]:
     """One system's figures from a child process of its own, so its peak RSS is its own."""
-    if system == "mario_rl":  # train.py is already a child process
-        return mario_rl_run(warmup, steps, threads)
+    if system in MARIO_RL_SYSTEMS:  # train.py is already a child process
+        return mario_rl_run(warmup, steps, threads, system)
     cmd = [sys.executable, __file__, f"--system={system}", f"--warmup={warmup}", f"--train-steps={steps}"]
     out = subprocess.run([*cmd, f"--threads={threads}"], cwd=ROOT, capture_output=True, text=True)
     if out.returncode:
@@ -215,6 +221,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from mario_rl.config import auto_precision
 
     agent = default_run().agent
+    systems = ("mario_rl_double_q", *SYSTEMS) if args.double_q else SYSTEMS
     best: dict[str, float] = {}
 
     def keep(key: str, value: float) -> None:
@@ -222,9 +229,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     for _ in range(args.rounds):
         keep("env_alone_env_steps_per_s", env_only(args.seconds))
-        rate = learner.updates_per_s(args.seconds, args.threads, auto_precision("cpu"), dueling=False)
+        rate = learner.updates_per_s(args.seconds, args.threads, auto_precision("cpu"), dueling=False, double_q=False)
         keep("learner_alone_updates_per_s", rate)
-        for system in SYSTEMS:
+        for system in systems:
             for key, value in in_child(system, args.warmup, args.train_steps, args.threads).items():
                 keep(f"{system}_{key}", value)
     figures: dict[str, Any] = dict(best)
@@ -233,6 +240,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             figures[f"mario_rl_over_{peer}_{unit}"] = best[f"mario_rl_{unit}"] / best[f"{peer}_{unit}"]
         figures[f"{peer}_over_mario_rl_bytes_per_transition"] = (
             best[f"{peer}_bytes_per_transition"] / best["mario_rl_bytes_per_transition"]
+        )
+    if args.double_q:
+        figures["mario_rl_double_q_over_sb3_env_steps_per_s"] = (
+            best["mario_rl_double_q_env_steps_per_s"] / best["sb3_env_steps_per_s"]
         )
     env_alone, learner_alone = best["env_alone_env_steps_per_s"], best["learner_alone_updates_per_s"]
     limit = limit_env_steps_per_s(env_alone, learner_alone, agent.train_every)
@@ -252,6 +263,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved runs of every system")
     threads = OmegaConf.load(ROOT / "conf" / "train.yaml").torch_threads
     parser.add_argument("--threads", type=int, default=threads, help="torch threads of every learner (train.yaml's)")
+    parser.add_argument("--double-q", action="store_true", help="also time mario-rl with its Double-DQN target")
     parser.add_argument("--system", choices=("sb3", "notebook"), help=argparse.SUPPRESS)  # a child's one system
     args = parser.parse_args()
     if args.system:

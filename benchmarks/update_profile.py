@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.peers import cpu_features  # noqa: E402
 from mario_rl.config import default_run  # noqa: E402
-from mario_rl.losses import double_dqn_loss  # noqa: E402
+from mario_rl.losses import dqn_loss  # noqa: E402
 from mario_rl.nets import NatureCNN  # noqa: E402
 
 PHASES = ("online_s", "online_s_next", "target_s_next", "loss", "backward", "clip", "adam", "update")
@@ -65,7 +65,7 @@ def phase_times(updates: int, threads: int, mkldnn: bool = True, channels_last: 
                 marks.append(time.perf_counter())
                 next_target = target(next_obs)
             marks.append(time.perf_counter())
-            loss, _ = double_dqn_loss(q, actions, next_online, next_target, returns, discounts)
+            loss, _ = dqn_loss(q, actions, next_online, next_target, returns, discounts)
             marks.append(time.perf_counter())
             optimizer.zero_grad()
             loss.backward()

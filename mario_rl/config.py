@@ -141,6 +141,7 @@ class AgentConfig:
     target_sync: int
     n_step: int
     dueling: bool
+    double_q: bool
     random_shift: int
     epsilon_schedule: str
     epsilon_start: float

@@ -1,4 +1,4 @@
-"""The Double-DQN loss as a pure function of tensors, so it can be checked by hand."""
+"""The DQN and Double-DQN losses as pure functions of tensors, so they can be checked by hand."""
 
 from __future__ import annotations
 
@@ -21,17 +21,27 @@ def double_dqn_targets(
     return returns + discounts * next_q_target.gather(1, best).squeeze(1)
 
 
-def double_dqn_loss(
+def dqn_targets(next_q_target: torch.Tensor, returns: torch.Tensor, discounts: torch.Tensor) -> torch.Tensor:
+    """returns + discount * max_a Q_target(s', a): the target of DQN (Mnih et al. 2015).
+
+    The same max picks and values the action, which biases Q upwards; Double DQN splits the two.
+    Shapes as ``double_dqn_targets``.
+    """
+    return returns + discounts * next_q_target.max(dim=1).values
+
+
+def dqn_loss(
     q: torch.Tensor,
     actions: torch.Tensor,
-    next_q_online: torch.Tensor,
+    next_q_online: torch.Tensor | None,
     next_q_target: torch.Tensor,
     returns: torch.Tensor,
     discounts: torch.Tensor,
     weights: torch.Tensor | None = None,
     huber_delta: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SmoothL1 with transition point ``huber_delta`` between Q(s, a) and the Double-DQN target.
+    """SmoothL1 with transition point ``huber_delta`` between Q(s, a) and the Double-DQN target,
+    or DQN's when ``next_q_online`` is None (one forward pass fewer per update).
 
     Per sample, with td = target - Q(s, a) in reward units: 0.5 * td^2 / delta where
     |td| < delta, else |td| - 0.5 * delta; its gradient with respect to Q(s, a) is
@@ -48,8 +58,11 @@ def double_dqn_loss(
     with torch.autocast(q.device.type, enabled=False):
         q_taken = q.gather(1, actions.unsqueeze(1)).squeeze(1).float()
         with torch.no_grad():
-            next_online, next_target = next_q_online.float(), next_q_target.float()
-            target = double_dqn_targets(next_online, next_target, returns.float(), discounts.float())
+            returns, discounts, next_target = returns.float(), discounts.float(), next_q_target.float()
+            if next_q_online is None:
+                target = dqn_targets(next_target, returns, discounts)
+            else:
+                target = double_dqn_targets(next_q_online.float(), next_target, returns, discounts)
         per_sample = F.smooth_l1_loss(q_taken, target, reduction="none", beta=huber_delta)
         loss = per_sample.mean() if weights is None else (per_sample * weights.float()).mean()
     return loss, (target - q_taken).detach()

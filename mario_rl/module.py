@@ -29,7 +29,7 @@ from mario_rl.envs import make_vector_env, num_actions
 from mario_rl.episodes import Episode
 from mario_rl.errors import NonFiniteLossError
 from mario_rl.levels import flag_fraction, level_tag
-from mario_rl.losses import double_dqn_loss
+from mario_rl.losses import dqn_loss
 from mario_rl.nets import NatureCNN
 from mario_rl.policy import EpsilonGreedy
 from mario_rl.resume import restore_stream
@@ -118,9 +118,9 @@ class DQN(pl.LightningModule):
             obs, next_obs = random_shift(obs, pad), random_shift(next_obs, pad)
         q = self.online(obs)
         with torch.no_grad():
-            next_q_online = self.online(next_obs)
+            next_q_online = self.online(next_obs) if self.run.agent.double_q else None
             next_q_target = self.target(next_obs)
-        loss, td_errors = double_dqn_loss(
+        loss, td_errors = dqn_loss(
             q,
             batch["actions"],
             next_q_online,

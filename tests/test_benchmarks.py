@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, compose_train
 
 
 @pytest.mark.slow
@@ -51,6 +51,18 @@ def test_learner_benchmark_measures_each_variant_with_the_threads_asked():
         torch.set_num_threads(1)  # as tests/conftest.py sets it for the rest of the suite
     assert learner.updates_per_s(0.2, 1, "32-true", fused_adam=False, dueling=False) > 0
     assert torch.get_num_threads() == 1
+
+
+def test_peers_times_mario_rl_at_sb3s_work_and_with_the_double_dqn_target(tmp_path):
+    from benchmarks.peers import MARIO_RL_SYSTEMS
+    from mario_rl.config import load
+
+    works = {}
+    for system, overrides in MARIO_RL_SYSTEMS.items():
+        agent, replay = (run := load(compose_train(overrides, tmp_path))).agent, run.replay
+        works[system] = (agent.dueling, agent.n_step, replay.prioritized, agent.double_q)
+    # SB3's DQN: plain head, 1-step targets, uniform replay, the max over its target net
+    assert works == {"mario_rl": (False, 1, False, False), "mario_rl_double_q": (False, 1, False, True)}
 
 
 def test_train_variants_reads_a_name_and_its_overrides():

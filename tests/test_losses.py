@@ -1,6 +1,6 @@
 import torch
 
-from mario_rl.losses import double_dqn_loss, double_dqn_targets
+from mario_rl.losses import double_dqn_targets, dqn_loss, dqn_targets
 
 
 def test_double_dqn_target_uses_online_argmax_and_target_value():
@@ -15,6 +15,17 @@ def test_double_dqn_target_uses_online_argmax_and_target_value():
     )
 
 
+def test_dqn_target_takes_the_target_nets_max_whatever_the_online_net_prefers():
+    next_q_target = torch.tensor([[10.0, 20.0, 30.0], [7.0, 8.0, 9.0]])
+    returns = torch.tensor([1.0, -2.0])
+    discounts = torch.tensor([0.9, 0.0])
+    # row 0: max 30 -> 1 + 0.9 * 30 = 28 (Double DQN gave 19 with the online argmax 1); row 1: terminal
+    torch.testing.assert_close(dqn_targets(next_q_target, returns, discounts), torch.tensor([28.0, -2.0]))
+    q = torch.tensor([[0.0, 27.0, 0.0], [1.0, 0.0, -2.5]])
+    _, td = dqn_loss(q, torch.tensor([1, 2]), None, next_q_target, returns, discounts)
+    torch.testing.assert_close(td, torch.tensor([1.0, 0.5]))
+
+
 def test_loss_is_smooth_l1_against_hand_computation():
     q = torch.tensor([[0.0, 18.5, 0.0], [1.0, 0.0, -4.0]], requires_grad=True)
     actions = torch.tensor([1, 2])
@@ -22,7 +33,7 @@ def test_loss_is_smooth_l1_against_hand_computation():
     next_q_target = torch.tensor([[10.0, 20.0, 30.0], [7.0, 8.0, 9.0]])
     returns = torch.tensor([1.0, -2.0])
     discounts = torch.tensor([0.9, 0.0])
-    loss, td = double_dqn_loss(q, actions, next_q_online, next_q_target, returns, discounts)
+    loss, td = dqn_loss(q, actions, next_q_online, next_q_target, returns, discounts)
     # td = target - q(s,a): 19 - 18.5 = 0.5 (quadratic: 0.5*0.5^2 = 0.125); -2 - -4 = 2 (linear: 2 - 0.5 = 1.5)
     torch.testing.assert_close(td, torch.tensor([0.5, 2.0]))
     torch.testing.assert_close(loss, torch.tensor((0.125 + 1.5) / 2))
@@ -35,9 +46,7 @@ def test_importance_weights_scale_each_sample():
     q = torch.tensor([[0.0], [0.0]])
     actions = torch.tensor([0, 0])
     zeros = torch.zeros(2, 1)
-    loss, _ = double_dqn_loss(
-        q, actions, zeros, zeros, torch.tensor([0.5, 3.0]), torch.zeros(2), torch.tensor([2.0, 0.0])
-    )
+    loss, _ = dqn_loss(q, actions, zeros, zeros, torch.tensor([0.5, 3.0]), torch.zeros(2), torch.tensor([2.0, 0.0]))
     # per-sample Huber: 0.125 and 2.5; weighted mean: (2 * 0.125 + 0) / 2
     torch.testing.assert_close(loss, torch.tensor(0.125))
 
@@ -47,7 +56,7 @@ def test_huber_delta_moves_the_switch_from_quadratic_to_linear():
     actions = torch.zeros(3, dtype=torch.int64)
     zeros = torch.zeros(3, 1)
     returns = torch.tensor([3.0, -20.0, 10.0])  # td = returns: the targets do not bootstrap
-    loss, td = double_dqn_loss(q, actions, zeros, zeros, returns, torch.zeros(3), huber_delta=10.0)
+    loss, td = dqn_loss(q, actions, zeros, zeros, returns, torch.zeros(3), huber_delta=10.0)
     torch.testing.assert_close(td, returns)
     # delta 10: |3| < 10 is quadratic, 0.5 * 9 / 10 = 0.45; |-20| is linear, 20 - 5 = 15; |10| sits
     # on the switch, where both forms give 5
@@ -57,5 +66,5 @@ def test_huber_delta_moves_the_switch_from_quadratic_to_linear():
     torch.testing.assert_close(q.grad, torch.tensor([[-0.1], [1 / 3], [-1 / 3]]))
     # the same gradient at the output as delta 1 on rewards scaled by 1/delta
     q_scaled = torch.zeros(3, 1, requires_grad=True)
-    double_dqn_loss(q_scaled, actions, zeros, zeros, returns / 10.0, torch.zeros(3))[0].backward()
+    dqn_loss(q_scaled, actions, zeros, zeros, returns / 10.0, torch.zeros(3))[0].backward()
     torch.testing.assert_close(q_scaled.grad, q.grad)

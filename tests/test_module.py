@@ -5,7 +5,7 @@ import torch
 
 from mario_rl.augment import shift
 from mario_rl.config import default_run, run_config_from, run_dict
-from mario_rl.losses import double_dqn_loss
+from mario_rl.losses import dqn_loss
 from mario_rl.module import DQN
 
 
@@ -85,6 +85,27 @@ def test_training_step_feeds_both_nets_the_shifted_stacks(pad, monkeypatch):
     assert torch.equal(seen[0][1], obs) == (pad == 0)
 
 
+def test_without_double_q_an_update_skips_the_online_net_on_next_states_and_bootstraps_from_the_target_max(
+    monkeypatch,
+):
+    module = DQN(run_dict(default_run(agent=dict(double_q=False))))
+    monkeypatch.setattr(module, "_log_step", lambda *args: None)
+    seen: list[str] = []
+    for name in ("online", "target"):
+        getattr(module, name).register_forward_pre_hook(lambda net, args, name=name: seen.append(name))
+    generator = torch.Generator().manual_seed(5)
+    obs, next_obs = (torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8, generator=generator) for _ in "ab")
+    actions = torch.tensor([0, 1, 2, 3])
+    returns, discounts = torch.tensor([1.0, -1.0, 0.5, 2.0]), torch.tensor([0.9, 0.0, 0.81, 0.9])
+    batch = {"obs": obs, "next_obs": next_obs, "actions": actions, "returns": returns, "discounts": discounts}
+    loss = module.training_step(batch | {"env_steps": 0}, 0)
+    assert seen == ["online", "target"]
+    with torch.no_grad():
+        q_taken = module.online(obs)[torch.arange(4), actions]
+        expected = returns + discounts * module.target(next_obs).max(dim=1).values
+    torch.testing.assert_close(loss, torch.nn.functional.smooth_l1_loss(q_taken, expected))
+
+
 class RecordingStream:
     """Stands in for the ExperienceStream: no finished episodes, remembers the priorities it gets."""
 
@@ -118,8 +139,8 @@ def test_a_prioritized_batch_weights_the_loss_and_sends_its_td_errors_back():
     with torch.no_grad():
         q, next_q = module.online(batch["obs"]), module.online(batch["next_obs"])
         args = (q, batch["actions"], next_q, module.target(batch["next_obs"]), batch["returns"], batch["discounts"])
-        weighted, td_errors = double_dqn_loss(*args, batch["weights"])
-        unweighted, _ = double_dqn_loss(*args)
+        weighted, td_errors = dqn_loss(*args, batch["weights"])
+        unweighted, _ = dqn_loss(*args)
     assert loss.item() == pytest.approx(weighted.item()) and weighted.item() != pytest.approx(unweighted.item())
     [(envs, slots, priorities)] = module.stream.updates
     assert envs.tolist() == [0, 1, 2, 3] and slots.tolist() == [5, 6, 7, 8]
