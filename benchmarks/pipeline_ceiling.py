@@ -7,7 +7,8 @@ one small conv and one linear layer, what is left is the plumbing: the actor's f
 the vector env's IPC, replay writes and draws, Lightning's loop and logging. mario-rl runs its
 real ExperienceStream and DQN LightningModule under a real Trainer (fp32, TensorBoard logging
 every 50 updates, gradient clipping as the default config), at SB3's work (plain head, 1-step
-targets, uniform replay); SB3's DQN runs on the same synthetic env in its SubprocVecEnv with
+targets, uniform replay, DQN's target; ``--double-q``: the Double-DQN target, one forward pass
+more per update); SB3's DQN runs on the same synthetic env in its SubprocVecEnv with
 the same network. Both do one update of 32 per 4 env steps, after ``--warmup`` env steps, and
 act with epsilon 0.05.
 
@@ -15,7 +16,7 @@ act with epsilon 0.05.
 as fractions, timed around the stream's and module's own calls: ``env_wait`` (sending actions
 to the workers and waiting for their step), ``actor`` (the epsilon-greedy forward),
 ``replay_add``, ``replay_sample`` (drawing a batch and wrapping it as tensors),
-``forward_loss`` (training_step: three forwards and the loss), ``backward_step`` (backward,
+``forward_loss`` (training_step: two or three forwards and the loss), ``backward_step`` (backward,
 clipping and Adam), and ``loop`` (the rest: Lightning's loop, callbacks, logging).
 """
 
@@ -127,6 +128,7 @@ def mario_rl_run(args: argparse.Namespace) -> dict[str, Any]:
             "learning_starts": args.warmup,
             "dueling": False,
             "n_step": 1,
+            "double_q": args.double_q,
             "epsilon_start": EPSILON,
             "epsilon_end": EPSILON,
         },
@@ -255,6 +257,7 @@ def in_child(system: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, f"--system={system}", f"--num-envs={args.num_envs}", f"--warmup={args.warmup}"]
     cmd += [f"--train-steps={args.train_steps}", f"--threads={args.threads}", f"--accelerator={args.accelerator}"]
     cmd += [f"--network={args.network}", f"--seconds={args.seconds}", f"--profile={args.profile}"]
+    cmd += ["--double-q"] if args.double_q else []
     out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if out.returncode:
         raise RuntimeError(f"{system} failed with exit status {out.returncode}")
@@ -274,6 +277,7 @@ def main() -> None:
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu", help="where both learners run")
     parser.add_argument("--network", choices=("tiny", "nature"), default="tiny", help="the tiny net or the Nature CNN")
     parser.add_argument("--profile", type=int, default=0, help="torch-profile this many of mario-rl's updates")
+    parser.add_argument("--double-q", action="store_true", help="mario-rl with its Double-DQN target (3 forwards)")
     parser.add_argument("--system", choices=("mario_rl", "sb3"), help=argparse.SUPPRESS)  # a child's one system
     args = parser.parse_args()
     if args.system:
@@ -297,7 +301,7 @@ def main() -> None:
         line["mario_rl_profile_self_cpu_ms_per_update"] = best["mario_rl"]["profile_self_cpu_ms_per_update"]
     line |= {"num_envs": args.num_envs, "warmup": args.warmup, "train_steps": args.train_steps}
     line |= {"seconds": args.seconds, "threads": args.threads, "rounds": args.rounds}
-    line |= {"accelerator": args.accelerator, "network": args.network}
+    line |= {"accelerator": args.accelerator, "network": args.network, "double_q": args.double_q}
     print(json.dumps(line | cpu_features()))
 
 
