@@ -35,24 +35,30 @@ def updates_per_s(
     fused_adam: bool | None = None,
     dueling: bool | None = None,
     double_q: bool = True,
+    nets: tuple[torch.nn.Module, torch.nn.Module] | None = None,
+    device: str = "cpu",
 ) -> float:
     """Updates/s of batch 32 for one learner variant; None means the default config's choice.
 
     ``double_q=False`` updates towards DQN's target: no online forward pass on the next states.
+    ``nets`` (online, target) replaces the Nature CNNs, with 5 actions; ``device`` holds the nets
+    and the batch, and on a GPU the clock waits for its kernels.
     """
     torch.set_num_threads(threads)
     agent = default_run().agent
     dueling = agent.dueling if dueling is None else dueling
     kernel = adam_kernel(precision) if fused_adam is None else {"fused": fused_adam, "foreach": not fused_adam}
-    online, target = NatureCNN(4, 5, dueling=dueling), NatureCNN(4, 5, dueling=dueling)
+    online, target = nets or (NatureCNN(4, 5, dueling=dueling), NatureCNN(4, 5, dueling=dueling))
+    online, target = online.to(device), target.to(device)
     optimizer = torch.optim.Adam(online.parameters(), lr=agent.lr, eps=agent.adam_eps, **kernel)
-    obs = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8)
-    next_obs = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8)
-    actions, returns = torch.randint(0, 5, (32,)), torch.randn(32)
-    discounts = torch.full((32,), agent.gamma**agent.n_step)
+    obs = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, device=device)
+    next_obs = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, device=device)
+    actions, returns = torch.randint(0, 5, (32,), device=device), torch.randn(32, device=device)
+    discounts = torch.full((32,), agent.gamma**agent.n_step, device=device)
+    cuda = torch.device(device).type == "cuda"
 
     def update() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
             q = online(obs)
             with torch.no_grad():
                 next_online, next_target = online(next_obs) if double_q else None, target(next_obs)
@@ -63,10 +69,14 @@ def updates_per_s(
         optimizer.step()
 
     update()
+    if cuda:
+        torch.cuda.synchronize()
     updates, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         update()
         updates += 1
+    if cuda:
+        torch.cuda.synchronize()
     return updates / (time.perf_counter() - started)
 
 

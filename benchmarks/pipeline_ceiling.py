@@ -18,6 +18,11 @@ to the workers and waiting for their step), ``actor`` (the epsilon-greedy forwar
 ``replay_add``, ``replay_sample`` (drawing a batch and wrapping it as tensors),
 ``forward_loss`` (training_step: two or three forwards and the loss), ``backward_step`` (backward,
 clipping and Adam), and ``loop`` (the rest: Lightning's loop, callbacks, logging).
+
+``mario_rl_learner_alone_updates_per_s`` is the same update of the same nets on one fixed
+batch, without the pipeline (benchmarks/learner.py), and ``mario_rl_learner_bound_env_steps_per_s``
+the env steps/s it allows at one update per ``agent.train_every`` env steps: what no plumbing
+can beat on this learner thread.
 """
 
 from __future__ import annotations
@@ -114,6 +119,7 @@ def mario_rl_run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from benchmarks import learner
     from mario_rl.config import run_dict
     from mario_rl.data import ExperienceStream
     from mario_rl.module import DQN
@@ -222,6 +228,17 @@ def mario_rl_run(args: argparse.Namespace) -> dict[str, Any]:
     figures["ms_per_update"] = 1000 * wall / max(1, clock.last["updates"] - clock.first["updates"])
     if clock.top_ops:
         figures["profile_self_cpu_ms_per_update"] = clock.top_ops
+    # The same update without the pipeline around it: what one learner thread allows at best.
+    alone = learner.updates_per_s(
+        args.seconds or 5.0,
+        args.threads,
+        "32-true",
+        dueling=False,
+        double_q=args.double_q,
+        nets=(module.online, module.target),
+        device="cuda" if cuda else "cpu",
+    )
+    figures["learner_alone_updates_per_s"] = alone
     return figures
 
 
@@ -295,6 +312,9 @@ def main() -> None:
         for key in ("env_steps_per_s", "updates_per_s"):
             line[f"{system}_{key}"] = best[system][key]
     line |= {f"mario_rl_{k}": v for k, v in best["mario_rl"].items() if k.startswith("time_") or k == "ms_per_update"}
+    alone = best["mario_rl"]["learner_alone_updates_per_s"]
+    line["mario_rl_learner_alone_updates_per_s"] = alone
+    line["mario_rl_learner_bound_env_steps_per_s"] = alone * default_run().agent.train_every
     line["mario_rl_over_sb3_env_steps_per_s"] = best["mario_rl"]["env_steps_per_s"] / best["sb3"]["env_steps_per_s"]
     line = {k: round(v, 3) for k, v in line.items()}
     if "profile_self_cpu_ms_per_update" in best["mario_rl"]:

@@ -136,6 +136,9 @@ def test_pipeline_ceiling_script_prints_both_systems_and_where_mario_rls_time_we
     ratio = figures["mario_rl_env_steps_per_s"] / figures["sb3_env_steps_per_s"]
     assert figures["mario_rl_over_sb3_env_steps_per_s"] == pytest.approx(ratio, abs=2e-3)
     assert figures["mario_rl_ms_per_update"] == pytest.approx(1000 / figures["mario_rl_updates_per_s"], rel=0.01)
+    # the update alone, and the env steps/s it allows at one update per 4 env steps
+    alone = figures["mario_rl_learner_alone_updates_per_s"]
+    assert alone > 0 and figures["mario_rl_learner_bound_env_steps_per_s"] == pytest.approx(4 * alone, rel=1e-3)
     ops = figures["mario_rl_profile_self_cpu_ms_per_update"]
     assert len(ops) == 13 and ops["all ops"] >= sum(v for k, v in ops.items() if k != "all ops") - 1e-2
     assert any("convolution" in op for op in ops) and figures["accelerator"] == "cpu"
