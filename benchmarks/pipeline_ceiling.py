@@ -112,8 +112,10 @@ def top_ops(profiler: Any, updates: int, count: int = 12) -> dict[str, float]:
 def mario_rl_run(args: argparse.Namespace) -> dict[str, Any]:
     """The real stream and module under a Trainer, on synthetic workers; rates and time shares.
 
-    On a GPU each timed phase ends with ``torch.cuda.synchronize()``, so that the kernels a phase
-    queued count in that phase and not in the next one that waits for them.
+    On a GPU the phases time the host's side of each call: a phase's kernels may finish inside a
+    later one. With ``--sync-phases`` each timed phase ends with ``torch.cuda.synchronize()``, so
+    its kernels count in it, at the price of a slower run: the rates then understate the pipeline.
+    With ``--profile`` the clock starts after the profiled updates, whose overhead it leaves out.
     """
     import pytorch_lightning as pl
     import torch
@@ -159,7 +161,7 @@ def mario_rl_run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 return fn(*args, **kwargs)
             finally:
-                if cuda:
+                if cuda and args.sync_phases:
                     torch.cuda.synchronize()
                 seconds[phase] += time.perf_counter() - started
 
@@ -172,8 +174,9 @@ def mario_rl_run(args: argparse.Namespace) -> dict[str, Any]:
     module.optimizer_step = timed("backward_step", module.optimizer_step)  # its closure runs training_step
 
     class SteadyState(pl.Callback):
-        """The counters at the first update and at the end; stops the run ``args.seconds`` after the
-        first update, and profiles ``args.profile`` updates from the 50th on."""
+        """The counters when the clock starts and at the end; stops the run ``args.seconds`` after
+        the clock starts. Profiles ``args.profile`` updates from the 50th on; the clock starts at the
+        first update, or after the profiled ones."""
 
         def __init__(self) -> None:
             self.first: dict[str, float] | None = None
@@ -186,9 +189,9 @@ def mario_rl_run(args: argparse.Namespace) -> dict[str, Any]:
             return at | seconds | {"env_wait": stream.env_seconds}
 
         def on_train_batch_start(self, trainer: pl.Trainer, *_: Any) -> None:
-            if self.first is None:
+            if self.first is None and trainer.global_step >= clock_from:
                 self.first = self.snapshot(trainer)
-            elif args.seconds and time.perf_counter() - self.first["time"] > args.seconds:
+            elif self.first is not None and args.seconds and time.perf_counter() - self.first["time"] > args.seconds:
                 trainer.should_stop = True
             if args.profile and trainer.global_step == PROFILE_FROM:
                 self.profiler = torch.profiler.profile(activities=profiler_activities(cuda))
@@ -201,6 +204,7 @@ def mario_rl_run(args: argparse.Namespace) -> dict[str, Any]:
         def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             self.last = self.snapshot(trainer)
 
+    clock_from = PROFILE_FROM + args.profile if args.profile else 0
     clock = SteadyState()
     with tempfile.TemporaryDirectory() as out:
         trainer = pl.Trainer(
@@ -219,6 +223,8 @@ def mario_rl_run(args: argparse.Namespace) -> dict[str, Any]:
             callbacks=[clock],
         )
         trainer.fit(module)
+    if clock.first is None:
+        raise SystemExit(f"mario_rl made fewer than {clock_from + 1} updates; raise --train-steps")
     delta = {k: clock.last[k] - clock.first[k] for k in clock.last}
     wall = delta.pop("time")
     delta["backward_step"] -= delta["forward_loss"]
@@ -275,6 +281,7 @@ def in_child(system: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd += [f"--train-steps={args.train_steps}", f"--threads={args.threads}", f"--accelerator={args.accelerator}"]
     cmd += [f"--network={args.network}", f"--seconds={args.seconds}", f"--profile={args.profile}"]
     cmd += ["--double-q"] if args.double_q else []
+    cmd += ["--sync-phases"] if args.sync_phases else []
     out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if out.returncode:
         raise RuntimeError(f"{system} failed with exit status {out.returncode}")
@@ -294,6 +301,9 @@ def main() -> None:
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu", help="where both learners run")
     parser.add_argument("--network", choices=("tiny", "nature"), default="tiny", help="the tiny net or the Nature CNN")
     parser.add_argument("--profile", type=int, default=0, help="torch-profile this many of mario-rl's updates")
+    parser.add_argument(
+        "--sync-phases", action="store_true", help="on a GPU, wait for each phase's kernels (slower; exact shares)"
+    )
     parser.add_argument("--double-q", action="store_true", help="mario-rl with its Double-DQN target (3 forwards)")
     parser.add_argument("--system", choices=("mario_rl", "sb3"), help=argparse.SUPPRESS)  # a child's one system
     args = parser.parse_args()
@@ -322,6 +332,7 @@ def main() -> None:
     line |= {"num_envs": args.num_envs, "warmup": args.warmup, "train_steps": args.train_steps}
     line |= {"seconds": args.seconds, "threads": args.threads, "rounds": args.rounds}
     line |= {"accelerator": args.accelerator, "network": args.network, "double_q": args.double_q}
+    line |= {"sync_phases": args.sync_phases}
     print(json.dumps(line | cpu_features()))
 
 
