@@ -54,9 +54,10 @@ from mario_rl.config import default_run  # noqa: E402
 SYSTEMS = ("mario_rl", "sb3", "notebook")
 EPSILON = 0.05
 # mario-rl at SB3's work: SB3's DQN has no dueling head, n-step returns, prioritized replay or Double-DQN target.
-EQUAL_WORK = ["agent.dueling=false", "agent.n_step=1", "replay.prioritized=false", "agent.double_q=false"]
+PLAIN_HEAD_WORK = ["agent.dueling=false", "agent.n_step=1", "replay.prioritized=false"]
+EQUAL_WORK = [*PLAIN_HEAD_WORK, "agent.double_q=false"]
 # What each mario-rl system changes from the default config.
-MARIO_RL_SYSTEMS = {"mario_rl": EQUAL_WORK, "mario_rl_double_q": [*EQUAL_WORK[:-1], "agent.double_q=true"]}
+MARIO_RL_SYSTEMS = {"mario_rl": EQUAL_WORK, "mario_rl_double_q": [*PLAIN_HEAD_WORK, "agent.double_q=true"]}
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
