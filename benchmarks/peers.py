@@ -123,6 +123,7 @@ def sb3_figures(
     import torch
     from stable_baselines3 import DQN
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
 
     from mario_rl.throughput import peak_rss_mb
 
@@ -159,6 +160,8 @@ def sb3_figures(
         device=device,
         seed=seed,
     )
+    # A logger of our own: SB3's default makes an empty SB3-<time> folder in the temp dir each run.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     clock = SteadyState()
     model.learn(total_timesteps=warmup + steps, callback=clock)
     seconds = time.perf_counter() - clock.start[0]

@@ -6,6 +6,7 @@ transition) and what the script derives (the ratios) is checked here.
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -91,10 +92,13 @@ def test_levels_script_prints_the_cost_of_a_level_switch_and_of_start_states():
 
 
 @pytest.mark.slow
-def test_peers_script_prints_every_system_and_figures_that_add_up():
+def test_peers_script_prints_every_system_and_figures_that_add_up(tmp_path):
     cmd = [sys.executable, "benchmarks/peers.py", "--seconds=1", "--warmup=40", "--train-steps=48", "--threads=1"]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
+    # SB3's default logger would leave an empty SB3-<time> folder in the temp dir each run
+    assert list(tmp_path.glob("SB3-*")) == []
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     frame = 84 * 84
     # one uint8 frame + uint8 action + float32 reward + 4 bool flags
