@@ -55,10 +55,10 @@ def updates_per_s(
     next_obs = torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, device=device)
     actions, returns = torch.randint(0, 5, (32,), device=device), torch.randn(32, device=device)
     discounts = torch.full((32,), agent.gamma**agent.n_step, device=device)
-    cuda = torch.device(device).type == "cuda"
+    kind = torch.device(device).type
 
     def update() -> None:
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        with torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
             q = online(obs)
             with torch.no_grad():
                 next_online, next_target = online(next_obs) if double_q else None, target(next_obs)
@@ -69,13 +69,13 @@ def updates_per_s(
         optimizer.step()
 
     update()
-    if cuda:
+    if kind == "cuda":
         torch.cuda.synchronize()
     updates, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         update()
         updates += 1
-    if cuda:
+    if kind == "cuda":
         torch.cuda.synchronize()
     return updates / (time.perf_counter() - started)
 
