@@ -50,6 +50,15 @@ RESTART_WAIT_S = 300
 # How long a checkpoint waits for the actors' start states (each first plays its queued chunks),
 # so that a save on a lost cluster ends rather than hangs.
 STATES_WAIT_S = 60
+# The same wait once a stop is noted. A SIGTERM to the run's process group also ends Ray's own
+# processes (GCS, raylet), and Ray ends a driver 60 s after it lost the GCS: the save and the
+# close must be done well before that.
+STOP_STATES_WAIT_S = 10
+# The learner waits on Ray in slices of this many seconds and raises a noted stop between them:
+# a call on a cluster that is gone never returns.
+WAIT_SLICE_S = 1.0
+
+NotedStop = Callable[[], BaseException | None]
 
 
 @dataclass
@@ -434,10 +443,16 @@ class RayCollector:
     starts its lanes over (the stream cuts their running episodes). Any other loss of the
     cluster, or one restart too many, ends the run with an EnvWorkerError (saved by
     SaveOnInterrupt).
+
+    ``noted_stop`` returns the stop asked for from outside (Ctrl-C, SIGTERM) and not yet
+    raised (mario_rl/stopping.py): the learner raises it while it waits on the cluster, whose
+    processes the same signal may have ended, and then waits only STOP_STATES_WAIT_S for the
+    actors' start states.
     """
 
-    def __init__(self, run: RunConfig, policy: EpsilonGreedy, make_envs: MakeEnvs):
+    def __init__(self, run: RunConfig, policy: EpsilonGreedy, make_envs: MakeEnvs, noted_stop: NotedStop):
         self.ray = import_ray()
+        self.noted_stop = noted_stop
         self.run = run
         self.policy = policy
         self.make_envs = make_envs
@@ -461,11 +476,33 @@ class RayCollector:
         self._seed = run.seed
         self._next = 0
         self._pending_workers: list[dict[str, Any]] | None = None
+        self._given_up = False  # on the actors' start states, in a stop: not asked again
         self.env_seconds = 0.0
 
     @property
     def is_open(self) -> bool:
         return bool(self.actors)
+
+    def _raise_noted_stop(self) -> None:
+        stop = self.noted_stop()
+        if stop is not None:
+            raise stop
+
+    def _wait(self, refs: list[Any], num_returns: int, timeout_s: float | None = None, stoppable: bool = True) -> list:
+        """``ray.wait`` for ``num_returns`` of ``refs``, in slices of WAIT_SLICE_S: the ready refs,
+        fewer after ``timeout_s`` (None: no limit). Between slices a noted stop is raised if
+        ``stoppable``, else it cuts the wait to STOP_STATES_WAIT_S."""
+        started = time.monotonic()
+        while True:
+            ready, _ = self.ray.wait(refs, num_returns=num_returns, timeout=WAIT_SLICE_S)
+            if len(ready) >= num_returns:
+                return ready
+            if stoppable:
+                self._raise_noted_stop()
+            elif self.noted_stop() is not None:
+                timeout_s = STOP_STATES_WAIT_S if timeout_s is None else min(timeout_s, STOP_STATES_WAIT_S)
+            if timeout_s is not None and time.monotonic() - started >= timeout_s:
+                return ready
 
     def acting_epsilon(self, scheduled: float) -> float:
         """The mean exploration rate the actors play with: the schedule's, or the mean of Ape-X's fixed ones."""
@@ -515,6 +552,7 @@ class RayCollector:
         ]
         refs = [a.start.remote(actor_seed(seed, i, 0), 0, states[i]) for i, a in enumerate(self.actors)]
         try:
+            self._wait(refs, len(refs))
             chunks = ray.get(refs)
         except ray.exceptions.RayError as err:
             raise EnvWorkerError(f"ray: the actors could not start: {one_line(err)}") from None
@@ -548,7 +586,7 @@ class RayCollector:
             heads = {self._inflight[i][0]: i for i in order if self._inflight[i]}
             started = time.perf_counter()
             try:
-                ready, _ = ray.wait(list(heads), num_returns=1)
+                ready = self._wait(list(heads), 1)
             except ray.exceptions.RayError as err:
                 raise self._lost(err, env_steps) from None
             finally:
@@ -584,13 +622,17 @@ class RayCollector:
         seed = actor_seed(self._seed, i, self._generation[i])
         deadline = time.monotonic() + RESTART_WAIT_S
         while True:
+            ref = self.actors[i].start.remote(seed, self._generation[i])
+            if not self._wait([ref], 1, max(deadline - time.monotonic(), 0.0)):
+                raise EnvWorkerError(f"{what}; not back after {RESTART_WAIT_S} s")
             try:
-                chunk = ray.get(self.actors[i].start.remote(seed, self._generation[i]))
+                chunk = ray.get(ref)
                 break
             except ray.exceptions.ActorUnavailableError as again:  # still restarting
                 if time.monotonic() > deadline:
                     raise EnvWorkerError(f"{what}; not back after {RESTART_WAIT_S} s: {one_line(again)}") from None
                 time.sleep(0.5)
+                self._raise_noted_stop()
             except ray.exceptions.RayError as again:
                 raise EnvWorkerError(f"{what}; Ray could not restart it: {one_line(again)}") from None
         log.warning(
@@ -604,17 +646,26 @@ class RayCollector:
 
     def worker_states(self) -> list[dict[str, Any]] | None:
         """The emulators' start-state pools and level outcomes, lane by lane, for a checkpoint; each
-        actor answers once its queued chunks are played. None where an actor keeps none, or is gone."""
+        actor answers once its queued chunks are played. None where an actor keeps none, or is gone,
+        or does not answer within STATES_WAIT_S (STOP_STATES_WAIT_S once a stop is noted; after a
+        stop that went unanswered, they are not asked again)."""
         if not self.actors:
             return self._pending_workers
+        if self._given_up:
+            return None
+        refs = [a.worker_states.remote() for a in self.actors]
+        why = "no answer within the wait"
         try:
-            per_actor = self.ray.get([a.worker_states.remote() for a in self.actors], timeout=STATES_WAIT_S)
+            if len(self._wait(refs, len(refs), STATES_WAIT_S, stoppable=False)) == len(refs):
+                per_actor = self.ray.get(refs)
+                if any(states is None for states in per_actor):
+                    return None
+                return [state for states in per_actor for state in states]
         except self.ray.exceptions.RayError as err:
-            log.warning("ray: the actors' start states are not saved: %s", one_line(err))
-            return None
-        if any(states is None for states in per_actor):
-            return None
-        return [state for states in per_actor for state in states]
+            why = one_line(err)
+        self._given_up = self.noted_stop() is not None
+        log.warning("ray: the actors' start states are not saved: %s", why)
+        return None
 
     def restore_worker_states(self, states: list[dict[str, Any]] | None) -> None:
         """Worker states from a checkpoint, dealt out to the actors' emulators when they start."""
@@ -642,8 +693,8 @@ class RayCollector:
 Collector = LocalCollector | RayCollector
 
 
-def make_collector(run: RunConfig, policy: EpsilonGreedy, make_envs: MakeEnvs) -> Collector:
-    """The collector ``run.collector.kind`` names."""
+def make_collector(run: RunConfig, policy: EpsilonGreedy, make_envs: MakeEnvs, noted_stop: NotedStop) -> Collector:
+    """The collector ``run.collector.kind`` names; ``noted_stop`` is for Ray's (see RayCollector)."""
     if run.collector.kind == "ray":
-        return RayCollector(run, policy, make_envs)
+        return RayCollector(run, policy, make_envs, noted_stop)
     return LocalCollector(run, policy, make_envs)

@@ -53,7 +53,10 @@ class ExperienceStream(IterableDataset):
     ):
         super().__init__()
         self.run = run
-        self.collector = make_collector(run, policy, make_envs)
+        # The stop asked for from outside and not yet raised (mario_rl/stopping.py), set by the
+        # stream's owner: the Ray collector raises it while it waits on the cluster.
+        self.noted_stop: Callable[[], BaseException | None] = lambda: None
+        self.collector = make_collector(run, policy, make_envs, lambda: self.noted_stop())
         env = run.env
         self.replay = ReplayBuffer(
             capacity=run.replay.capacity,

@@ -33,7 +33,7 @@ from mario_rl.losses import dqn_loss
 from mario_rl.nets import NatureCNN
 from mario_rl.policy import EpsilonGreedy
 from mario_rl.resume import restore_stream
-from mario_rl.stopping import raise_if_stopped
+from mario_rl.stopping import noted_stop, raise_if_stopped
 
 
 class DQN(pl.LightningModule):
@@ -79,6 +79,7 @@ class DQN(pl.LightningModule):
             policy = EpsilonGreedy(self.online, self.num_actions, seed=self.run.seed)
             self.stream = ExperienceStream(self.run, policy, self.make_envs)
             self.stream.on_steps = self._on_env_steps
+            self.stream.noted_stop = lambda: noted_stop(self._trainer)
             if self._saved_stream is not None:
                 restore_stream(self.stream, self._saved_stream, self.replay_dir)
                 self._saved_stream = None

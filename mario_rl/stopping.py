@@ -71,10 +71,18 @@ def keeping_stop_handlers() -> Iterator[None]:
                 signal.signal(sig, handler)
 
 
-def raise_if_stopped(trainer: Any | None = None) -> None:
-    """Raise the stop asked for since the last env step: KeyboardInterrupt for Ctrl-C,
-    Lightning's SIGTERMException for a SIGTERM the Trainer noted."""
+def noted_stop(trainer: Any | None = None) -> BaseException | None:
+    """The stop asked for from outside and not yet raised: KeyboardInterrupt for Ctrl-C,
+    Lightning's SIGTERMException for a SIGTERM the Trainer noted; None while there is none."""
     if _interrupted.is_set():
-        raise KeyboardInterrupt
+        return KeyboardInterrupt()
     if trainer is not None and getattr(trainer, "received_sigterm", False):
-        raise SIGTERMException
+        return SIGTERMException()
+    return None
+
+
+def raise_if_stopped(trainer: Any | None = None) -> None:
+    """Raise the stop asked for since the last env step (``noted_stop``), if any."""
+    stop = noted_stop(trainer)
+    if stop is not None:
+        raise stop

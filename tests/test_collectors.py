@@ -6,13 +6,19 @@ frame stacks, so every stack the replay rebuilds can be checked against the one 
 """
 
 import logging
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mario_rl import collectors
 from mario_rl.collectors import actor_seed, ape_x_epsilons
 from mario_rl.config import ConfigError, RunConfig, default_run
 from mario_rl.data import ExperienceStream
@@ -171,6 +177,46 @@ def test_a_killed_actor_is_restarted_and_one_death_too_many_ends_the_run(ray_ses
     assert replay.truncated.sum(axis=1).tolist() == [1, 1, 0, 0] and not replay.terminated.any()
     assert replay.first.sum(axis=1).tolist() == [2, 2, 1, 1]
     check_lanes_hold_what_each_emulator_saw(replay, 4, episode_stacks(1500))
+
+
+def test_a_stop_noted_while_the_actors_are_silent_ends_the_wait_and_the_save_does_not_hang(ray_session, caplog):
+    # A SIGTERM to the run's process group also ends Ray's GCS and raylet: the actors' answers
+    # never come, and a learner blocked in ray.wait was ended by Ray 60 s later, unsaved. Stopped
+    # actor processes are as silent. Without the stop, the run would go on to its budget once a
+    # watchdog lets them go on, 20 s later.
+    stream = ray_stream(ray_run(env_steps=2000, max_episode_steps=None))
+    noted: list[BaseException] = []
+    stream.noted_stop = lambda: noted[0] if noted else None
+    pids: list[int] = []
+    watchdog = threading.Timer(20.0, lambda: [os.kill(pid, signal.SIGCONT) for pid in pids])
+    try:
+        with pytest.raises(SIGTERMException):
+            for _ in stream:
+                if not pids:
+                    pids = ray.get([a.__ray_call__.remote(lambda actor: os.getpid()) for a in stream.collector.actors])
+                    for pid in pids:
+                        os.kill(pid, signal.SIGSTOP)
+                    watchdog.start()
+                    threading.Timer(1.0, lambda: noted.append(SIGTERMException())).start()
+                    stopped_at = time.monotonic()
+        raised_after = time.monotonic() - stopped_at
+        assert raised_after < 1.0 + 2 * collectors.WAIT_SLICE_S + 1.0
+        # the save's ask for the start states waits STOP_STATES_WAIT_S, not STATES_WAIT_S (60 s),
+        # and a cluster that did not answer in a stop is not asked again
+        with caplog.at_level(logging.WARNING, logger="mario_rl.collectors"):
+            asked = time.monotonic()
+            assert stream.worker_states() is None
+            waited = time.monotonic() - asked
+            again = time.monotonic()
+            assert stream.worker_states() is None
+            assert time.monotonic() - again < 0.5
+        assert collectors.STOP_STATES_WAIT_S <= waited < collectors.STOP_STATES_WAIT_S + 3
+        assert "ray: the actors' start states are not saved: no answer within the wait" in caplog.text
+    finally:
+        watchdog.cancel()
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        stream.close()
 
 
 def test_a_ray_training_run_on_two_levels_checkpoints_logs_each_level_and_resumes(ray_session, tmp_path):
