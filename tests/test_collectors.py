@@ -179,11 +179,14 @@ def test_a_killed_actor_is_restarted_and_one_death_too_many_ends_the_run(ray_ses
     check_lanes_hold_what_each_emulator_saw(replay, 4, episode_stacks(1500))
 
 
-def test_a_stop_noted_while_the_actors_are_silent_ends_the_wait_and_the_save_does_not_hang(ray_session, caplog):
+def test_a_stop_noted_while_the_actors_are_silent_ends_the_wait_and_the_save_does_not_hang(
+    ray_session, caplog, monkeypatch
+):
     # A SIGTERM to the run's process group also ends Ray's GCS and raylet: the actors' answers
     # never come, and a learner blocked in ray.wait was ended by Ray 60 s later, unsaved. Stopped
     # actor processes are as silent. Without the stop, the run would go on to its budget once a
     # watchdog lets them go on, 20 s later.
+    monkeypatch.setattr(collectors, "STOP_STATES_WAIT_S", 2.0)  # of STATES_WAIT_S's 60
     stream = ray_stream(ray_run(env_steps=2000, max_episode_steps=None))
     noted: list[BaseException] = []
     stream.noted_stop = lambda: noted[0] if noted else None
@@ -201,7 +204,7 @@ def test_a_stop_noted_while_the_actors_are_silent_ends_the_wait_and_the_save_doe
                     stopped_at = time.monotonic()
         raised_after = time.monotonic() - stopped_at
         assert raised_after < 1.0 + 2 * collectors.WAIT_SLICE_S + 1.0
-        # the save's ask for the start states waits STOP_STATES_WAIT_S, not STATES_WAIT_S (60 s),
+        # the save's ask for the start states waits STOP_STATES_WAIT_S, not STATES_WAIT_S,
         # and a cluster that did not answer in a stop is not asked again
         with caplog.at_level(logging.WARNING, logger="mario_rl.collectors"):
             asked = time.monotonic()
