@@ -18,6 +18,7 @@ import argparse
 import csv
 import io
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,16 +176,31 @@ def per_level_metrics(root: Path, metric: str) -> dict[str, str]:
     return found
 
 
-def sources(root: Path, label: str | None) -> list[tuple[str, str | None]]:
+def sources(root: Path, label: str | None, tags: Iterable[str] = ()) -> list[tuple[str, str | None]]:
     """(legend label, the CSV label to keep) of each curve ``root`` draws: a run or sweep dir is
-    one curve, named ``label`` or the dir; a CSV is one curve per label it was written with,
-    so two configs kept in one file come back side by side, not averaged together."""
+    one curve, named ``label`` or the dir; a CSV is one curve per label it was written with
+    that holds one of ``tags`` (all its labels when none does, or no tags are given), so two
+    configs kept in one file come back side by side, not averaged together, and a file that
+    keeps a run's per-level curves beside its whole-run ones draws either."""
     if not root.is_file():
         return [(label or root.name, None)]
-    kept = sorted({row["label"] for row in csv_rows(root)})
+    rows = csv_rows(root)
+    wanted = set(tags)
+    kept = sorted({row["label"] for row in rows if row["metric"] in wanted}) or sorted({row["label"] for row in rows})
     if len(kept) <= 1:
         return [(label or (kept[0] if kept else root.stem), None)]
     return [(f"{label}/{k}" if label else k, k) for k in kept]
+
+
+def curve_name(name: str, level: str, alone: bool) -> str:
+    """The legend entry of source ``name``'s curve of ``level`` ("" for a whole-run metric): the
+    level alone when nothing else is drawn beside it, else the source and the level (once: a
+    CSV written with --per-level beside other sources already names each as "<source> <level>")."""
+    if not level:
+        return name
+    if alone:
+        return level
+    return name if name == level or name.endswith(f" {level}") else f"{name} {level}"
 
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
@@ -210,20 +226,14 @@ def plot(
     groups: dict[str, Curves] = {}
     for root, label in zip(roots, labels, strict=True):
         tags = per_level_metrics(root, metric) if per_level else {"": metric}
-        drawn = len(groups)
-        for name, kept in sources(root, label):
-            for level, tag in tags.items():
-                curve = f"{name} {level}" if len(roots) > 1 and level else level or name
+        for level, tag in tags.items():
+            # A CSV written with --per-level keeps each level under its own label.
+            named = sources(root, label, [tag])
+            for name, kept in named:
+                curve = curve_name(name, level, alone=len(roots) == 1 and len(named) == 1)
                 if curve in groups:
                     raise PlotError(f"two curves are named {curve!r}; give each dir a --label")
-                try:
-                    groups[curve] = curves(root, tag, max_steps, kept)
-                except PlotError:
-                    # A per-level CSV keeps each level under its own label: other pairs are empty.
-                    if not per_level or kept is None:
-                        raise
-        if len(groups) == drawn:
-            raise PlotError(f"nothing to draw from {root} for {metric!r}")
+                groups[curve] = curves(root, tag, max_steps, kept)
     fig = Figure(figsize=(8, 4.5), dpi=120)
     ax = fig.add_subplot()
     for (label, data), color in zip(groups.items(), itertools.cycle(COLORS)):

@@ -171,6 +171,46 @@ def test_a_csv_of_several_labels_draws_one_curve_per_label(sweep, tmp_path, caps
     assert "of kept/a: 1 run(s), env steps 0..200; kept/b: 1 run(s)" in capsys.readouterr().out
 
 
+WORLD_CSV = """label,run,metric,env_step,value
+1-1,w,eval/1-1/x_pos_mean,0,100
+1-1,w,eval/1-1/x_pos_mean,50,300
+1-2,w,eval/1-2/x_pos_mean,0,200
+1-2,w,eval/1-2/x_pos_mean,50,500
+w,w,eval/x_pos_mean,0,150
+w,w,eval/x_pos_mean,50,400
+"""
+
+
+def test_a_csv_of_per_level_and_whole_run_curves_draws_either(tmp_path, capsys):
+    # the layout of a --per-level CSV and a whole-run CSV of one run kept in one file
+    world = tmp_path / "world.csv"
+    world.write_text(WORLD_CSV)
+    main(
+        [str(world), "--metric", "eval/x_pos_mean", "--out", str(tmp_path / "a.png"), "--csv", str(tmp_path / "a.csv")]
+    )
+    assert capsys.readouterr().out.startswith(
+        f"wrote {tmp_path / 'a.png'}: eval/x_pos_mean of w: 1 run(s), env steps 0..50\n"
+    )
+    assert curves(tmp_path / "a.csv", "eval/x_pos_mean").mean.tolist() == [150.0, 400.0]
+
+    main([str(world), "--metric", "eval/x_pos_mean", "--per-level", "--out", str(tmp_path / "l.png")])
+    drawn = "1-1: 1 run(s), env steps 0..50; 1-2: 1 run(s), env steps 0..50"
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'l.png'}: eval/x_pos_mean of {drawn}\n"
+
+    second = tmp_path / "second.csv"
+    second.write_text(WORLD_CSV.replace(",w,", ",v,").replace("\nw,", "\nv,"))
+    both = [str(world), str(second), "--label", "s1", "--label", "s2", "--metric", "eval/x_pos_mean"]
+    main([*both, "--per-level", "--out", str(tmp_path / "b.png"), "--csv", str(tmp_path / "b.csv")])
+    names = ["s1 1-1", "s1 1-2", "s2 1-1", "s2 1-2"]
+    assert capsys.readouterr().out.count("1 run(s), env steps 0..50") == 4
+    main([str(tmp_path / "b.csv"), "--metric", "eval/x_pos_mean", "--per-level", "--out", str(tmp_path / "c.png")])
+    out = capsys.readouterr().out
+    assert all(f"{name}: 1 run(s)" in out for name in names)
+    with pytest.raises(SystemExit):
+        main([str(world), str(second), "--metric", "eval/x_pos_mean", "--per-level", "--out", str(tmp_path / "d.png")])
+    assert capsys.readouterr().err == "error: two curves are named '1-1'; give each dir a --label\n"
+
+
 def test_two_curves_of_one_name_are_refused(sweep, tmp_path, capsys):
     write_run(tmp_path / "elsewhere" / "0" / "tensorboard", {0: 1.0})
     with pytest.raises(SystemExit):
