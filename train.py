@@ -10,6 +10,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mario_rl.config import check_level_overrides, load_train
+from mario_rl.outcome import optimized_value, run_job
+from mario_rl.stopping import taking_stops
 
 
 def train_job(cfg: DictConfig) -> dict[str, float]:
@@ -29,8 +31,6 @@ def train_job(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """One run, or one job of a multirun; returns ``optimized_metric`` for sweepers (None if the job failed)."""
-    from mario_rl.sweep import optimized_value, run_job  # TensorBoard's reader: not for the env workers either
-
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     # A resume trains in the run's own dir (cfg.paths.output_dir once resumed): its outcome goes there too.
@@ -41,4 +41,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    with taking_stops():  # from the first moment: a stop while Hydra composes the config is noted too
+        main()

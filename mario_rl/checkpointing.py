@@ -160,10 +160,15 @@ class SaveOnInterrupt(pl.Callback):
     From outside: Ctrl-C, SIGTERM (Lightning's SIGTERMException is a SystemExit), and a Slurm
     job run through submitit, whose signal handler raises UncompletedJobError in the training
     thread at the time limit and requeues a pre-empted job with sys.exit. Not on a non-finite
-    loss: the point of stopping there is to keep the last good file.
+    loss: the point of stopping there is to keep the last good file. Not before the run is whole
+    (``DQN.whole``: a resume still reading its checkpoint or replay back), whose files on disk
+    are then the run.
     """
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt | SystemExit | UncompletedJobError | EnvWorkerError):
+            if not getattr(pl_module, "whole", True):
+                log.warning("%s before the run was restored or began: nothing saved", type(exception).__name__)
+                return
             path = save_last(trainer)
             log.warning("%s: saved %s before exiting", type(exception).__name__, path)

@@ -22,6 +22,11 @@ class RunError(RuntimeError):
     """A run stopped on a fault; the message says where (env step) and what is kept."""
 
 
+class StoppedError(RunError):
+    """The run was stopped from outside (SIGTERM, or Ctrl-C before training began); the message
+    says what was saved. A sweep ends with it instead of going on to its next job."""
+
+
 class NonFiniteLossError(RunError):
     """The loss became NaN or infinite; no checkpoint is written after it."""
 

@@ -71,6 +71,13 @@ class DQN(pl.LightningModule):
         self._saved_stream: dict[str, Any] | None = None
         self._replay_saved_at = -1
 
+    @property
+    def whole(self) -> bool:
+        """Whether the run's state is all in memory, so that a save keeps everything: from the
+        stream's start on, and in a resume once the checkpoint's stream and replay are back.
+        Before that a save would write fresh counters and an empty replay over the run on disk."""
+        return self.stream is not None and self._saved_stream is None
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.online(obs)
 

@@ -7,7 +7,8 @@ drops it, and the run goes on. So while a run trains (``taking_stops``), Ctrl-C 
 request and the stream's next env step raises it (``raise_if_stopped``), with no step in flight
 and the replay and counters consistent; a second Ctrl-C raises at once. Lightning notes a
 SIGTERM and raises it at the next batch, but the warm-up yields no batch for learning_starts
-env steps, so the next env step raises that too.
+env steps, so the next env step raises that too. Both are noted from the job's start
+(``run_job``), so a stop while the run starts ends it before training begins.
 """
 
 from __future__ import annotations
@@ -20,34 +21,64 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+from mario_rl.errors import StoppedError
 
 log = logging.getLogger(__name__)
 
 _interrupted = threading.Event()
+_terminated = threading.Event()
 
 
 def _note_interrupt(signum: int, frame: FrameType | None) -> None:
     if _interrupted.is_set():
         raise KeyboardInterrupt
     _interrupted.set()
-    log.warning("Ctrl-C: stopping at the next env step, after saving last.ckpt (Ctrl-C again to stop at once)")
+    log.warning(
+        "Ctrl-C: stopping before training begins, or at the next env step after saving last.ckpt "
+        "(Ctrl-C again to stop at once)"
+    )
+
+
+def _note_sigterm(signum: int, frame: FrameType | None) -> None:
+    _terminated.set()
+    log.warning("SIGTERM: stopping before training begins, or at the next env step after saving last.ckpt")
 
 
 @contextlib.contextmanager
 def taking_stops() -> Iterator[None]:
-    """While inside, Ctrl-C is noted and raised by ``raise_if_stopped``. Only the main thread can
-    set signal handlers: elsewhere (a launcher's worker thread) Ctrl-C keeps Python's default."""
+    """While inside, Ctrl-C and SIGTERM are noted, not raised where they land: while the run
+    starts ``raise_if_stopped_while_starting`` raises them, once it trains ``raise_if_stopped``
+    (every env step). A second Ctrl-C raises at once.
+
+    Python's defaults end the process on the spot (SIGTERM), or raise wherever it is (Ctrl-C):
+    a run stopped while it started (the imports, the checkpoint and the replay being read back)
+    left no status.json and no line saying why, and importing torch swallows a Ctrl-C, so the
+    run went on to train. While a Trainer fits, Lightning's SIGTERM handler is the process's; it
+    calls this one too (it keeps the handler it found). Blocks may nest; the outermost's end
+    drops the notes. Only the main thread can set signal handlers: elsewhere (a launcher's
+    worker thread) both keep Python's defaults.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _interrupted.clear()
-    previous = signal.signal(signal.SIGINT, _note_interrupt)
+    outermost = signal.getsignal(signal.SIGINT) is not _note_interrupt
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, _note_interrupt)}
+    previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _note_sigterm)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        _interrupted.clear()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if outermost:
+            _interrupted.clear()
+            _terminated.clear()
+
+
+def raise_if_stopped_while_starting() -> None:
+    """Raise StoppedError for a Ctrl-C or SIGTERM noted while the run started, before it wrote anything."""
+    for event, name in ((_interrupted, "Ctrl-C"), (_terminated, "SIGTERM")):
+        if event.is_set():
+            raise StoppedError(f"stopped by {name} before training began; its files are as they were")
 
 
 @contextlib.contextmanager
@@ -71,12 +102,21 @@ def keeping_stop_handlers() -> Iterator[None]:
                 signal.signal(sig, handler)
 
 
+def sigterm_noted(trainer: Any | None = None) -> bool:
+    """Whether a SIGTERM came since the run started, noted by ``taking_stops`` or the Trainer."""
+    return _terminated.is_set() or (trainer is not None and getattr(trainer, "received_sigterm", False))
+
+
 def noted_stop(trainer: Any | None = None) -> BaseException | None:
     """The stop asked for from outside and not yet raised: KeyboardInterrupt for Ctrl-C,
-    Lightning's SIGTERMException for a SIGTERM the Trainer noted; None while there is none."""
+    Lightning's SIGTERMException for a SIGTERM (``sigterm_noted``);
+    None while there is none."""
     if _interrupted.is_set():
         return KeyboardInterrupt()
-    if trainer is not None and getattr(trainer, "received_sigterm", False):
+    if sigterm_noted(trainer):
+        # Imported here: train.py notes a SIGTERM (this module) before torch is loaded.
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
         return SIGTERMException()
     return None
 

@@ -14,12 +14,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mario_rl.checkpointing import save_last
 from mario_rl.config import RunConfig, load_train, run_dict
-from mario_rl.errors import EnvWorkerError, RunError
+from mario_rl.errors import EnvWorkerError, StoppedError
 from mario_rl.levels import pool_nbytes
 from mario_rl.module import DQN
 from mario_rl.replay import replay_nbytes
 from mario_rl.resume import prepare
-from mario_rl.stopping import taking_stops
+from mario_rl.stopping import raise_if_stopped_while_starting, sigterm_noted, taking_stops
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ def train(cfg: DictConfig, run: RunConfig | None = None, overrides: Sequence[str
     run's own dir; of this invocation only the keys named in ``overrides`` (the command line's)
     apply. Returns the last logged value of every metric, for sweepers and tests.
     """
+    raise_if_stopped_while_starting()  # Ctrl-C or SIGTERM while torch was imported
     resume = prepare(cfg, overrides)
     if resume is None:
         run = run or load_train(cfg)
@@ -62,6 +63,7 @@ def train(cfg: DictConfig, run: RunConfig | None = None, overrides: Sequence[str
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    raise_if_stopped_while_starting()  # nothing written yet: the run's files are as they were
     try:
         with taking_stops():
             trainer.fit(module, ckpt_path=resume and resume.ckpt_path, weights_only=True)
@@ -69,10 +71,10 @@ def train(cfg: DictConfig, run: RunConfig | None = None, overrides: Sequence[str
         # SIGTERMException is a SystemExit(0) in Lightning: a pre-empted run has not finished. A
         # SIGTERM sent to the whole process group can end the env workers before the learner's
         # next env step notes it; then a worker's death is the SIGTERM's doing, and said as such.
-        if isinstance(err, EnvWorkerError) and not trainer.received_sigterm:
+        if isinstance(err, EnvWorkerError) and not sigterm_noted(trainer):
             raise
         steps = module.stream.env_steps if module.stream else 0
-        raise RunError(f"stopped by SIGTERM at env step {steps}; saved, resume with ckpt_path=last") from None
+        raise StoppedError(f"stopped by SIGTERM at env step {steps}; saved, resume with ckpt_path=last") from None
     finally:
         if module.stream is not None:  # however fit ended: the workers go with it
             module.stream.close()

@@ -12,13 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mario_rl.checkpointing import load_checkpoint
 from mario_rl.config import default_run
 from mario_rl.data import ExperienceStream
-from mario_rl.errors import EnvWorkerError, RunError
-from mario_rl.stopping import keeping_stop_handlers, raise_if_stopped, taking_stops
+from mario_rl.errors import EnvWorkerError, RunError, StoppedError
+from mario_rl.stopping import (
+    keeping_stop_handlers,
+    noted_stop,
+    raise_if_stopped,
+    raise_if_stopped_while_starting,
+    taking_stops,
+)
 from mario_rl.training import train
 from tests.conftest import ROOT, compose_train
 
@@ -185,6 +192,23 @@ def test_sigterm_in_the_warm_up_saves_and_stops_at_once(tmp_path):
     assert proc.returncode == 1 and "stopped by SIGTERM at env step" in output(tmp_path)
     last = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert 100 <= last["stream"]["env_steps"] < 100000 and last["global_step"] == 0
+
+
+@pytest.mark.parametrize(("sig", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")])
+def test_a_stop_while_a_run_starts_is_noted_then_raised_where_the_run_checks(sig, name):
+    before = signal.getsignal(sig)
+    with taking_stops():
+        raise_if_stopped_while_starting()  # none yet
+        assert noted_stop() is None
+        # Python's default would end the process (SIGTERM) or raise inside whatever runs (Ctrl-C)
+        os.kill(os.getpid(), sig)
+        with pytest.raises(StoppedError, match=rf"^stopped by {name} before training began; its files are as they"):
+            raise_if_stopped_while_starting()
+        # once training began, the first env step stops it
+        assert isinstance(noted_stop(), SIGTERMException if sig == signal.SIGTERM else KeyboardInterrupt)
+    assert signal.getsignal(sig) is before
+    raise_if_stopped_while_starting()  # the note goes with the run
+    assert noted_stop() is None
 
 
 def test_handlers_replaced_inside_keeping_stop_handlers_are_put_back():

@@ -2,7 +2,9 @@
 
 import json
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +13,14 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mario_rl import training
 from mario_rl.checkpointing import load_checkpoint
 from mario_rl.config import ConfigError
 from mario_rl.data import ExperienceStream
 from mario_rl.export import export
+from mario_rl.module import DQN
+from mario_rl.outcome import run_job
+from mario_rl.replay import ReplayBuffer
 from mario_rl.resume import continue_in, prepare, resumed_run
 from mario_rl.training import train
 from tests.conftest import ROOT, compose_train
@@ -206,3 +212,62 @@ def test_the_evaluation_follows_the_run_unless_the_command_names_it(trained_run)
     continue_in(cfg, resumed_run(ckpt, cfg, named, path), ckpt, named)
     assert (cfg.callbacks.eval.epsilon, cfg.callbacks.eval.episodes) == (0.2, 3)
     assert cfg.callbacks.eval.every == 500 and cfg.callbacks.eval.max_episode_steps == 30  # every follows the cadence
+
+
+def checkpoint_files(run: Path) -> dict[str, bytes]:
+    """Every file under the run's checkpoints dir (last.ckpt, the replay), by path."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted((run / "checkpoints").rglob("*")) if p.is_file()}
+
+
+def interrupt(*args: object) -> None:
+    raise KeyboardInterrupt  # what a second Ctrl-C raises, wherever the learner is
+
+
+@pytest.mark.parametrize("where", [(DQN, "on_load_checkpoint"), (ReplayBuffer, "load")], ids=["checkpoint", "replay"])
+def test_a_stop_while_a_resume_restores_its_run_leaves_the_run_as_it_was(trained_run, tmp_path, monkeypatch, where):
+    # A save there would write a half-restored run (fresh counters, an empty replay) over the whole one.
+    run = copy_run(trained_run, tmp_path / "run")
+    before = checkpoint_files(run)
+    monkeypatch.setattr(*where, interrupt)
+    resume = ["ckpt_path=last", "env_steps=480"]
+    with pytest.raises(SystemExit):  # Lightning ends a KeyboardInterrupt with sys.exit(1)
+        train(compose_train([*TINY, *resume], run), overrides=resume)
+    assert checkpoint_files(run) == before
+
+
+def sigterm_then(function):
+    def sent(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return function(*args, **kwargs)
+
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("where", "message", "saved_at"),
+    [
+        # while the checkpoint is read: stopped before training begins, nothing written
+        ((training, "prepare"), "stopped by SIGTERM before training began; its files are as they were", None),
+        # before the Trainer's own handler is in place, or while the replay is read back: the
+        # first vector step (2 envs) stops the whole run, saved
+        ((DQN, "on_load_checkpoint"), "stopped by SIGTERM at env step 402; saved, resume with ckpt_path=last", 402),
+        ((ReplayBuffer, "load"), "stopped by SIGTERM at env step 402; saved, resume with ckpt_path=last", 402),
+    ],
+    ids=["build", "checkpoint", "replay"],
+)
+def test_a_sigterm_while_a_resume_starts_stops_it_with_its_status_and_the_run_intact(
+    trained_run, tmp_path, monkeypatch, where, message, saved_at
+):
+    run = copy_run(trained_run, tmp_path / "run")
+    before = checkpoint_files(run)
+    monkeypatch.setattr(*where, sigterm_then(getattr(*where)))
+    resume = ["ckpt_path=last", "env_steps=480"]
+    with pytest.raises(SystemExit) as exit_:
+        run_job(lambda: train(compose_train([*TINY, *resume], run), overrides=resume), run, multirun=False)
+    assert exit_.value.code == 1
+    assert json.loads((run / "status.json").read_text()) == {"status": "failed", "error": message}
+    if saved_at is None:
+        assert checkpoint_files(run) == before
+    else:
+        last = load_checkpoint(run / "checkpoints" / "last.ckpt")
+        assert last["stream"]["env_steps"] == saved_at and last["global_step"] == 85

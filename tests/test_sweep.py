@@ -12,7 +12,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.tensorboard import SummaryWriter
 
 from mario_rl.config import ConfigError
-from mario_rl.sweep import Job, group, main, markdown, optimized_value, read_sweep, run_job, sqlite_url
+from mario_rl.errors import StoppedError
+from mario_rl.outcome import optimized_value, run_job
+from mario_rl.sweep import Job, group, main, markdown, read_sweep, sqlite_url
 from tests.conftest import ROOT
 
 # 200 env steps on two emulators, one evaluation at env step ~100: ~10 s a job here.
@@ -220,6 +222,15 @@ def test_a_single_run_keeps_its_exit_code_and_traceback(tmp_path, capsys):
     with pytest.raises(KeyError):
         run_job(fail(KeyError("x")), tmp_path, multirun=False)
     assert status(tmp_path) == {"status": "failed", "error": "KeyError: 'x'"}
+
+
+def test_in_a_multirun_a_job_stopped_by_sigterm_ends_the_sweep(tmp_path, capsys):
+    # a SIGTERM to a sequential sweep is for the sweep: the next job must not start
+    message = "stopped by SIGTERM at env step 1200; saved, resume with ckpt_path=last"
+    with pytest.raises(SystemExit) as exit_:
+        run_job(fail(StoppedError(message)), tmp_path, multirun=True)
+    assert exit_.value.code == 1 and capsys.readouterr().err == f"error: {message}\n"
+    assert status(tmp_path) == {"status": "failed", "error": message}
 
 
 def test_the_optimized_value_is_none_when_the_metric_is_missing():
