@@ -18,7 +18,6 @@ import argparse
 import csv
 import io
 import itertools
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,17 +175,16 @@ def per_level_metrics(root: Path, metric: str) -> dict[str, str]:
     return found
 
 
-def sources(root: Path, label: str | None, tags: Iterable[str] = ()) -> list[tuple[str, str | None]]:
+def sources(root: Path, label: str | None, tag: str | None = None) -> list[tuple[str, str | None]]:
     """(legend label, the CSV label to keep) of each curve ``root`` draws: a run or sweep dir is
     one curve, named ``label`` or the dir; a CSV is one curve per label it was written with
-    that holds one of ``tags`` (all its labels when none does, or no tags are given), so two
+    that holds metric ``tag`` (all its labels when none does, or no tag is given), so two
     configs kept in one file come back side by side, not averaged together, and a file that
     keeps a run's per-level curves beside its whole-run ones draws either."""
     if not root.is_file():
         return [(label or root.name, None)]
     rows = csv_rows(root)
-    wanted = set(tags)
-    kept = sorted({row["label"] for row in rows if row["metric"] in wanted}) or sorted({row["label"] for row in rows})
+    kept = sorted({row["label"] for row in rows if row["metric"] == tag}) or sorted({row["label"] for row in rows})
     if len(kept) <= 1:
         return [(label or (kept[0] if kept else root.stem), None)]
     return [(f"{label}/{k}" if label else k, k) for k in kept]
@@ -228,7 +226,7 @@ def plot(
         tags = per_level_metrics(root, metric) if per_level else {"": metric}
         for level, tag in tags.items():
             # A CSV written with --per-level keeps each level under its own label.
-            named = sources(root, label, [tag])
+            named = sources(root, label, tag)
             for name, kept in named:
                 curve = curve_name(name, level, alone=len(roots) == 1 and len(named) == 1)
                 if curve in groups:
