@@ -50,10 +50,10 @@ def taking_stops() -> Iterator[None]:
     starts ``raise_if_stopped_while_starting`` raises them, once it trains ``raise_if_stopped``
     (every env step). A second Ctrl-C raises at once.
 
-    Python's defaults end the process on the spot (SIGTERM), or raise wherever it is (Ctrl-C):
-    a run stopped while it started (the imports, the checkpoint and the replay being read back)
-    left no status.json and no line saying why, and importing torch swallows a Ctrl-C, so the
-    run went on to train. While a Trainer fits, Lightning's SIGTERM handler is the process's; it
+    Python's defaults would end a run that is starting (the imports, the checkpoint and the
+    replay being read back) on the spot for SIGTERM, with no status.json and no line saying
+    why, and raise Ctrl-C wherever it lands, where importing torch swallows it and the run
+    trains on. While a Trainer fits, Lightning's SIGTERM handler is the process's; it
     calls this one too (it keeps the handler it found). Blocks may nest; the outermost's end
     drops the notes. Only the main thread can set signal handlers: elsewhere (a launcher's
     worker thread) both keep Python's defaults.
