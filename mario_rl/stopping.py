@@ -109,8 +109,7 @@ def sigterm_noted(trainer: Any | None = None) -> bool:
 
 def noted_stop(trainer: Any | None = None) -> BaseException | None:
     """The stop asked for from outside and not yet raised: KeyboardInterrupt for Ctrl-C,
-    Lightning's SIGTERMException for a SIGTERM (``sigterm_noted``);
-    None while there is none."""
+    Lightning's SIGTERMException for a SIGTERM (``sigterm_noted``); None while there is none."""
     if _interrupted.is_set():
         return KeyboardInterrupt()
     if sigterm_noted(trainer):
