@@ -36,20 +36,24 @@ def bytes_per_transition(buffer: ReplayBuffer) -> float:
     return (sum(a.nbytes for a in arrays) + buffer.has_action.nbytes) / buffer.capacity
 
 
-def replay_figures() -> dict[str, float]:
-    """Bytes per stored transition of a real buffer, and the resident memory of a full 1M one."""
+def replay_figures(slots: int) -> dict[str, float]:
+    """Bytes per stored transition of a real buffer, and the resident memory of a full 1M one.
+
+    The resident figure fills a buffer of ``slots`` slots in a fresh process and scales its
+    growth in peak RSS to 1,000,000 slots: exact at the default, 1,000,000 (about 7 GB).
+    """
     per = bytes_per_transition(ReplayBuffer(10_000, 4, (84, 84), 4, 3, 0.99, seed=0))
     code = (
         "from mario_rl.replay import ReplayBuffer\n"
         "from mario_rl.throughput import peak_rss_mb\n"
         "before = peak_rss_mb()\n"
-        "b = ReplayBuffer(1_000_000, 4, (84, 84), 4, 3, 0.99, seed=0)\n"
+        f"b = ReplayBuffer({slots}, 4, (84, 84), 4, 3, 0.99, seed=0)\n"
         "for name in ('frames', 'actions', 'rewards', 'terminated', 'truncated', 'first', 'has_action'):\n"
         "    getattr(b, name).fill(1)\n"
         "print((peak_rss_mb() - before) * 2**20)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    return {"bytes_per_transition": per, "replay_1m_resident_gb": float(out.stdout) / 1e9}
+    return {"bytes_per_transition": per, "replay_1m_resident_gb": float(out.stdout) * 1_000_000 / slots / 1e9}
 
 
 def env_only(seconds: float) -> float:
@@ -87,13 +91,19 @@ def main() -> None:
     parser.add_argument("--notebook-steps", type=int, default=1500, help="env steps of the notebook's loop")
     parser.add_argument("--train-steps", type=int, default=6000, help="env steps of each training run after warm-up")
     parser.add_argument("--warmup", type=int, default=2000, help="env steps of the default run before its first update")
+    parser.add_argument("--notebook-warmup", type=int, default=100, help="notebook env steps before its clock starts")
+    parser.add_argument(
+        "--resident-slots", type=int, default=1_000_000, help="replay slots filled to measure the 1M figure"
+    )
     args = parser.parse_args()
+    if not 32 <= args.notebook_warmup < args.notebook_steps:
+        parser.error("--notebook-warmup: between 32 (the notebook's first update) and --notebook-steps")
 
-    figures: dict[str, float] = replay_figures()
+    figures: dict[str, float] = replay_figures(args.resident_slots)
     figures["env_only_steps_per_s"] = env_only(args.seconds)
     threads = OmegaConf.load(ROOT / "conf" / "train.yaml").torch_threads  # as train.py runs it
     figures["learner_only_updates_per_s"] = learner.updates_per_s(args.seconds, threads, auto_precision("cpu"))
-    notebook = notebook_loop.run(args.notebook_steps)
+    notebook = notebook_loop.run(args.notebook_steps, warmup=args.notebook_warmup)
     figures["notebook_steps_per_s"] = notebook["steps_per_s"]
     figures["notebook_bytes_per_transition"] = notebook["bytes_per_transition"]
     figures["notebook_peak_rss_mb"] = peak_rss_mb()

@@ -22,7 +22,9 @@ def test_throughput_script_prints_every_figure():
         sys.executable,
         "benchmarks/throughput.py",
         "--seconds=1",
-        "--notebook-steps=140",
+        "--notebook-steps=60",
+        "--notebook-warmup=40",
+        "--resident-slots=100000",  # a tenth of the 7 GB the default fills
         "--warmup=64",
         "--train-steps=192",  # seed_notebook runs a third of it: past its 32-step warm-up
     ]
@@ -31,6 +33,8 @@ def test_throughput_script_prints_every_figure():
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     # one uint8 84x84 frame (7,056) + uint8 action + float32 reward + 4 bool flags
     assert figures["bytes_per_transition"] == 7056 + 1 + 4 + 4
+    # every slot's bytes are resident once written, and little else is
+    assert figures["replay_1m_resident_gb"] == pytest.approx(figures["bytes_per_transition"] * 1e6 / 1e9, rel=0.02)
     # the notebook keeps two float32 4x84x84 stacks per transition, plus its scalars
     assert figures["notebook_bytes_per_transition"] >= 2 * 4 * 84 * 84 * 4
     for key in ("env_only_steps_per_s", "learner_only_updates_per_s", "notebook_steps_per_s", "peak_rss_mb"):
