@@ -83,6 +83,53 @@ def test_train_variants_reads_a_name_and_its_overrides():
             parse_variant(bad)
 
 
+def test_train_variants_starts_the_copies_of_a_run_together_and_prints_a_line_for_each(monkeypatch, capsys):
+    import threading
+    import time
+
+    from benchmarks import train_variants
+
+    spans, lock = [], threading.Lock()
+
+    def fake_run(overrides: list[str]) -> dict[str, float]:
+        started = time.perf_counter()
+        time.sleep(0.2)
+        with lock:
+            spans.append((started, time.perf_counter(), overrides))
+        return {"env_steps_per_s": 10.0 * len(spans), "updates_per_s": 2.5 * len(spans)}
+
+    monkeypatch.setattr(train_variants, "train_run", fake_run)
+    argv = ["train_variants.py", "--warmup=5", "--train-steps=7", "--copies=1,2", "base=", "one=torch_threads=1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    train_variants.main()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(x["variant"], x["copies"], x["copy"]) for x in lines] == [
+        ("base", 1, 0),
+        ("base", 2, 0),
+        ("base", 2, 1),
+        ("one", 1, 0),
+        ("one", 2, 0),
+        ("one", 2, 1),
+    ]
+    budget = ["agent.learning_starts=5", "env_steps=12"]
+    assert [o for _, _, o in spans] == [budget] * 3 + [[*budget, "torch_threads=1"]] * 3
+    for pair in (spans[1:3], spans[4:6]):  # the two copies ran at the same time
+        assert max(start for start, _, _ in pair) < min(end for _, end, _ in pair)
+    assert spans[1][0] >= spans[0][1]  # and the lone run before them alone
+    assert all(x["updates_per_s"] * 4 == x["env_steps_per_s"] for x in lines)
+
+
+@pytest.mark.parametrize("bad", ["0", "1,x", ""])
+def test_train_variants_refuses_a_count_of_copies_below_one(monkeypatch, capsys, bad):
+    from benchmarks import train_variants
+
+    monkeypatch.setattr(sys, "argv", ["train_variants.py", f"--copies={bad}", "base="])
+    with pytest.raises(SystemExit):
+        train_variants.main()
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.endswith(f"argument --copies: counts of runs of at least 1, separated by commas, got {bad!r}")
+
+
 def test_levels_script_prints_the_cost_of_a_level_switch_and_of_start_states():
     cmd = [sys.executable, "benchmarks/levels.py", "--resets=5", "--snapshots=20", "--prefix-frames=120"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
