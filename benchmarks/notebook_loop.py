@@ -125,6 +125,7 @@ class DQNSolver(nn.Module):
 
 
 Transition = namedtuple("Transition", ("state", "action", "next_state", "done", "reward"))
+BATCH = 32  # the notebook's batch: it learns once this many transitions are in memory
 
 
 def run(env_steps: int, seed: int = 42, warmup: int = 100) -> dict[str, float]:
@@ -171,9 +172,9 @@ def run(env_steps: int, seed: int = 42, warmup: int = 100) -> dict[str, float]:
         if done:
             state, _ = env.reset()
             state = torch.tensor(np.array([state]), dtype=torch.float)
-        if len(memory) < 32:
+        if len(memory) < BATCH:
             continue
-        batch = Transition(*zip(*random.sample(memory, 32), strict=True))
+        batch = Transition(*zip(*random.sample(memory, BATCH), strict=True))
         s, s2 = torch.cat(batch.state), torch.cat(batch.next_state)
         a, d, r = torch.cat(batch.action), torch.cat(batch.done), torch.cat(batch.reward)
         with torch.no_grad():

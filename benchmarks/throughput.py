@@ -96,8 +96,10 @@ def main() -> None:
         "--resident-slots", type=int, default=1_000_000, help="replay slots filled to measure the 1M figure"
     )
     args = parser.parse_args()
-    if not 32 <= args.notebook_warmup < args.notebook_steps:
-        parser.error("--notebook-warmup: between 32 (the notebook's first update) and --notebook-steps")
+    if not notebook_loop.BATCH <= args.notebook_warmup < args.notebook_steps:
+        parser.error(
+            f"--notebook-warmup: between {notebook_loop.BATCH} (the notebook's first update) and --notebook-steps"
+        )
 
     figures: dict[str, float] = replay_figures(args.resident_slots)
     figures["env_only_steps_per_s"] = env_only(args.seconds)
