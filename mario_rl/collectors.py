@@ -39,7 +39,7 @@ from mario_rl.episodes import Episode
 from mario_rl.errors import EnvWorkerError, one_line
 from mario_rl.nets import NatureCNN
 from mario_rl.policy import EpsilonGreedy
-from mario_rl.stopping import keeping_stop_handlers
+from mario_rl.stopping import keeping_stops_to_this_process
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,9 @@ RESTART_WAIT_S = 300
 # How long a checkpoint waits for the actors' start states (each first plays its queued chunks),
 # so that a save on a lost cluster ends rather than hangs.
 STATES_WAIT_S = 60
-# The same wait once a stop is noted. A SIGTERM to the run's process group also ends Ray's own
-# processes (GCS, raylet), and Ray ends a driver 60 s after it lost the GCS: the save and the
-# close must be done well before that.
+# The same wait once a stop is noted. The stop may come with the cluster going down (a SIGTERM
+# does not reach the Ray processes a run starts, but one on a cluster's nodes ends theirs), and
+# Ray ends a driver 60 s after it lost the GCS: the save and the close must be done well before that.
 STOP_STATES_WAIT_S = 10
 # The learner waits on Ray in slices of this many seconds and raises a noted stop between them:
 # a call on a cluster that is gone never returns.
@@ -511,7 +511,7 @@ class RayCollector:
     def _connect(self) -> None:
         ray, cfg = self.ray, self.cfg
         if not ray.is_initialized():
-            with keeping_stop_handlers():  # Ctrl-C and SIGTERM still save and stop as without Ray
+            with keeping_stops_to_this_process():  # Ctrl-C and SIGTERM still save and stop as without Ray
                 if cfg.address is None:
                     ray.init(include_dashboard=False, logging_level=logging.WARNING)
                 else:

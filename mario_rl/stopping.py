@@ -82,24 +82,34 @@ def raise_if_stopped_while_starting() -> None:
 
 
 @contextlib.contextmanager
-def keeping_stop_handlers() -> Iterator[None]:
-    """Put back the SIGINT and SIGTERM handlers that were in place before the block.
+def keeping_stops_to_this_process() -> Iterator[None]:
+    """Start processes (``ray.init``) that a SIGTERM to the run's process group does not reach,
+    and put back the SIGINT and SIGTERM handlers that were in place before the block.
 
-    ``ray.init`` in the driver installs Ray's own SIGTERM handler (and abseil's failure handler
-    in front of it), which exits at once: without this, a SIGTERM to a run with Ray actors ended
-    it without saving last.ckpt. Setting a Python handler again makes it the process's handler.
-    Outside the main thread (a launcher's worker thread) there is nothing to put back.
+    ``ray.init`` in the driver starts Ray's processes (GCS, raylet, the actors' workers) in the
+    run's process group, and installs Ray's own SIGTERM handler (and abseil's failure handler in
+    front of it), which exits at once. A SIGTERM to the group then ended the run without saving
+    last.ckpt in two ways: Ray's handler in the learner, and, when the raylet died first, Ray's
+    core worker in the learner, which ends the process as soon as it finds the raylet's object
+    store gone. Inside the block SIGTERM is blocked in this thread; processes started there
+    inherit the blocked mask (as Ray's own start-up blocks SIGINT in them), so the signal stays
+    pending in them and they end when the learner, having saved, shuts Ray down (SIGKILL after a
+    1 s grace), or with it if it is killed (Ray's fate-sharing). Setting a Python handler again
+    makes it the process's handler. Outside the main thread (a launcher's worker thread) there
+    is nothing to block or put back.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         yield
     finally:
         for sig, handler in before.items():
             if handler is not None:  # None: set from C, not by Python, so it cannot be put back
                 signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def sigterm_noted(trainer: Any | None = None) -> bool:

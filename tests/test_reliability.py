@@ -20,7 +20,7 @@ from mario_rl.config import default_run
 from mario_rl.data import ExperienceStream
 from mario_rl.errors import EnvWorkerError, RunError, StoppedError
 from mario_rl.stopping import (
-    keeping_stop_handlers,
+    keeping_stops_to_this_process,
     noted_stop,
     raise_if_stopped,
     raise_if_stopped_while_starting,
@@ -79,18 +79,29 @@ def has_trained(out: Path) -> bool:
     return "train/loss" in events.Tags()["scalars"]
 
 
-def group_members(pgid: int) -> list[str]:
-    """Command lines of the live (not zombie) processes in process group ``pgid``."""
-    members = []
+def group_processes(pgid: int) -> list[tuple[int, str, str]]:
+    """(pid, name, command line) of the live (not zombie) processes in process group ``pgid``."""
+    processes = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            name, rest = stat.read_text().split("(", 1)[1].rsplit(")", 1)
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:  # exited while we looked
             continue
+        fields = rest.split()
         if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(cmdline.replace(b"\0", b" ").decode(errors="replace")[:200])
-    return members
+            processes.append((int(stat.parent.name), name, cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]))
+    return processes
+
+
+def group_members(pgid: int) -> list[str]:
+    """Command lines of the live (not zombie) processes in process group ``pgid``."""
+    return [cmdline for _, _, cmdline in group_processes(pgid)]
+
+
+def group_pids(pgid: int, name: str) -> list[int]:
+    """Pids of the live processes named ``name`` (as /proc/PID/stat has it) in process group ``pgid``."""
+    return [pid for pid, named, _ in group_processes(pgid) if named == name]
 
 
 @pytest.mark.slow
@@ -137,14 +148,20 @@ def test_sigterm_and_sigint_save_a_checkpoint_before_exiting(tmp_path, sig, to_g
 
 @pytest.mark.slow
 def test_sigterm_to_the_group_of_a_run_with_ray_actors_saves_before_exiting(tmp_path):
-    # ray.init installs a SIGTERM handler of its own in the learner, which exited without saving
+    # ray.init installs a SIGTERM handler of its own in the learner, which exited without saving;
+    # and when the group's SIGTERM ended the raylet first, Ray's core worker in the learner ended
+    # it at once on finding the object store gone. The raylet is sent it first here, so that order
+    # is tested every time, not by chance.
     pytest.importorskip("ray")
-    stop_and_check_the_save(tmp_path, signal.SIGTERM, True, "collector=ray", "collector.actors=1")
+    stop_and_check_the_save(tmp_path, signal.SIGTERM, True, "collector=ray", "collector.actors=1", first="raylet")
 
 
-def stop_and_check_the_save(tmp_path: Path, sig: signal.Signals, to_group: bool, *extra: str) -> None:
+def stop_and_check_the_save(
+    tmp_path: Path, sig: signal.Signals, to_group: bool, *extra: str, first: str | None = None
+) -> None:
     """Stop a training run with ``sig`` (to its process group if ``to_group``) once it has trained;
-    it must save last.ckpt, say why it stopped and leave no process behind."""
+    it must save last.ckpt, say why it stopped and leave no process behind. ``first``: the name
+    of a process in the run's group that is sent ``sig`` alone, 3 s before the rest."""
     # no periodic checkpoint and a long budget: only the signal can write last.ckpt
     proc = start(tmp_path, "checkpoint_every=100000", "env_steps=100000", *extra)
     wait_for(lambda: has_trained(tmp_path), "a first update", proc, tmp_path)
@@ -152,6 +169,11 @@ def stop_and_check_the_save(tmp_path: Path, sig: signal.Signals, to_group: bool,
     # learner stops them after it saves, so the stop is the same clean one. A SIGTERM to the
     # group (systemd, kill -TERM -PGID) ends the workers at once, as closing a vector env needs
     # it to: the learner still saves and says why it stopped, without the workers' start states.
+    if first is not None:
+        (pid,) = group_pids(proc.pid, first)
+        os.kill(pid, sig)
+        time.sleep(3)
+        assert proc.poll() is None, f"train.py ended when its {first} was sent {sig.name}:\n{output(tmp_path)}"
     (os.killpg if to_group else os.kill)(proc.pid, sig)
     try:
         proc.wait(timeout=120)
@@ -163,6 +185,8 @@ def stop_and_check_the_save(tmp_path: Path, sig: signal.Signals, to_group: bool,
     assert "error: an env worker" not in said
     if sig == signal.SIGTERM:
         assert "error: stopped by SIGTERM at env step" in said
+    if "collector=ray" in extra:  # the signal does not reach Ray's processes: the actors answer
+        assert "start states are not saved" not in said
     else:
         assert "env worker" not in said  # nothing lost: the start states were read too
     saved = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
@@ -212,7 +236,14 @@ def test_a_stop_while_a_run_starts_is_noted_then_raised_where_the_run_checks(sig
     assert noted_stop() is None
 
 
-def test_handlers_replaced_inside_keeping_stop_handlers_are_put_back():
+def sigterm_blocked_in(pid: int) -> bool:
+    """Whether process ``pid``'s main thread blocks SIGTERM (the SigBlk mask in /proc/PID/status)."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    (mask,) = [line.split()[1] for line in status if line.startswith("SigBlk")]
+    return bool(int(mask, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def test_keeping_stops_to_this_process_puts_handlers_back_and_shields_the_processes_started_inside():
     def ours(signum, frame):
         raise AssertionError("not called")
 
@@ -220,15 +251,30 @@ def test_handlers_replaced_inside_keeping_stop_handlers_are_put_back():
         raise AssertionError("not called")
 
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    inside = after = None
     try:
         signal.signal(signal.SIGTERM, ours)
         signal.signal(signal.SIGINT, ours)
-        with keeping_stop_handlers():
+        with keeping_stops_to_this_process():
             signal.signal(signal.SIGTERM, theirs)
             signal.signal(signal.SIGINT, theirs)
             assert signal.getsignal(signal.SIGTERM) is theirs
+            inside = subprocess.Popen(sleeper)  # what ray.init starts: GCS, raylet
         assert signal.getsignal(signal.SIGTERM) is ours and signal.getsignal(signal.SIGINT) is ours
+        assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        after = subprocess.Popen(sleeper)
+        assert sigterm_blocked_in(inside.pid) and not sigterm_blocked_in(after.pid)
+        inside.terminate()
+        after.terminate()
+        assert after.wait(timeout=10) == -signal.SIGTERM
+        with pytest.raises(subprocess.TimeoutExpired):
+            inside.wait(timeout=1)  # the group's SIGTERM does not end it: the learner does, later
     finally:
+        for child in (inside, after):
+            if child is not None:
+                child.kill()
+                child.wait()
         for sig, handler in before.items():
             signal.signal(sig, handler)
 
