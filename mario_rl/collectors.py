@@ -519,7 +519,8 @@ class RayCollector:
 
                     # The cluster's nodes get this package from the driver; its dependencies they must have.
                     ray.init(address=cfg.address, runtime_env={"py_modules": [mario_rl]}, logging_level=logging.WARNING)
-            self._owns_ray = True
+            self._owns_ray = ray.is_initialized()  # not after a stop that came while Ray started
+            self._raise_noted_stop()
         cpus = ray.cluster_resources().get("CPU", 0)
         need = cfg.actors * cfg.actor_cpus
         if need > cpus:

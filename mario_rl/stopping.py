@@ -95,21 +95,32 @@ def keeping_stops_to_this_process() -> Iterator[None]:
     inherit the blocked mask (as Ray's own start-up blocks SIGINT in them), so the signal stays
     pending in them and they end when the learner, having saved, shuts Ray down (SIGKILL after a
     1 s grace), or with it if it is killed (Ray's fate-sharing). Setting a Python handler again
-    makes it the process's handler. Outside the main thread (a launcher's worker thread) there
-    is nothing to block or put back.
+    makes it the process's handler. A SIGTERM that comes inside the block, which ray.init's
+    handler turns into ``SystemExit(15)``, ends the block early and goes to the handler put back,
+    as if it had come after it: the caller then raises the stop (``noted_stop``). Outside the
+    main thread (a launcher's worker thread) there is nothing to block or put back.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    sigterm = False
     try:
         yield
+    except SystemExit as exit:
+        # ray.init's handler until the driver connects is sys.exit(signum); another thread of
+        # the process takes the signal while this one blocks it.
+        if exit.code != signal.SIGTERM:
+            raise
+        sigterm = True
     finally:
         for sig, handler in before.items():
             if handler is not None:  # None: set from C, not by Python, so it cannot be put back
                 signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    if sigterm and callable(before[signal.SIGTERM]):
+        before[signal.SIGTERM](signal.SIGTERM, None)  # noted as if it had come after the block
 
 
 def sigterm_noted(trainer: Any | None = None) -> bool:

@@ -1,5 +1,6 @@
 """Runs that are killed, interrupted or lose a worker: real processes, real signals."""
 
+import json
 import os
 import signal
 import subprocess
@@ -59,14 +60,17 @@ def output(out: Path) -> str:
     return (out / "stdout.log").read_text()[-3000:]
 
 
-def wait_for(ready: Callable[[], bool], what: str, proc: subprocess.Popen, out: Path, timeout: float = 600) -> None:
-    """Poll ``ready`` while train.py runs. The timeout is generous: on a loaded 2-core machine a
-    start-up took minutes, and a fixed sleep there signalled a run that had not trained yet."""
+def wait_for(
+    ready: Callable[[], bool], what: str, proc: subprocess.Popen, out: Path, timeout: float = 600, every: float = 0.5
+) -> None:
+    """Poll ``ready`` every ``every`` s while train.py runs. The timeout is generous: on a loaded
+    2-core machine a start-up took minutes, and a fixed sleep there signalled a run that had not
+    trained yet."""
     deadline = time.time() + timeout
     while not ready():
         assert proc.poll() is None, output(out)
         assert time.time() < deadline, f"{what} never happened\n{output(out)}"
-        time.sleep(0.5)
+        time.sleep(every)
 
 
 def has_trained(out: Path) -> bool:
@@ -154,6 +158,31 @@ def test_sigterm_to_the_group_of_a_run_with_ray_actors_saves_before_exiting(tmp_
     # is tested every time, not by chance.
     pytest.importorskip("ray")
     stop_and_check_the_save(tmp_path, signal.SIGTERM, True, "collector=ray", "collector.actors=1", first="raylet")
+
+
+@pytest.mark.slow
+def test_sigterm_while_ray_starts_stops_the_run_and_says_so(tmp_path):
+    # ray.init's handler, in place until the driver connects, is sys.exit(15): the run ended with
+    # no line and no status.json. Sent once Ray's GCS runs, the signal lands inside ray.init.
+    pytest.importorskip("ray")
+    proc = start(tmp_path, "checkpoint_every=100000", "env_steps=100000", "collector=ray", "collector.actors=1")
+    wait_for(lambda: bool(group_pids(proc.pid, "gcs_server")), "Ray's GCS started", proc, tmp_path, every=0.02)
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"train.py still running 120 s after SIGTERM:\n{output(tmp_path)}")
+    assert proc.returncode != 0, output(tmp_path)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"].startswith("stopped by SIGTERM"), status
+    assert "error: stopped by SIGTERM" in output(tmp_path)
+    deadline = time.time() + 30
+    while (left := group_members(proc.pid)) and time.time() < deadline:
+        time.sleep(0.5)
+    if left:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not left, f"left running after SIGTERM: {left}\n{output(tmp_path)}"
 
 
 def stop_and_check_the_save(
@@ -277,6 +306,22 @@ def test_keeping_stops_to_this_process_puts_handlers_back_and_shields_the_proces
                 child.wait()
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def test_a_sigterm_that_ray_init_turns_into_system_exit_goes_to_the_handler_put_back():
+    noted = []
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, lambda signum, frame: noted.append(signum))
+        with keeping_stops_to_this_process():
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # ray.init's, until it connects
+            raise SystemExit(signal.SIGTERM)  # what that handler raises when the signal comes
+        assert noted == [signal.SIGTERM]
+        with pytest.raises(SystemExit, match=r"^3$"), keeping_stops_to_this_process():  # any other exit goes through
+            sys.exit(3)
+        assert noted == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_workers_killed_during_a_step_let_a_save_through_then_fail_the_step_and_close(tmp_path, caplog):
