@@ -162,27 +162,37 @@ def test_sigterm_to_the_group_of_a_run_with_ray_actors_saves_before_exiting(tmp_
 
 @pytest.mark.slow
 def test_sigterm_while_ray_starts_stops_the_run_and_says_so(tmp_path):
-    # ray.init's handler, in place until the driver connects, is sys.exit(15): the run ended with
-    # no line and no status.json. Sent once Ray's GCS runs, the signal lands inside ray.init.
+    # ray.init's handler, in place until the driver connects, is sys.exit(15): the run ended as
+    # "interrupted (SystemExit: 15)". Sent once Ray's GCS runs, the signal lands inside ray.init.
     pytest.importorskip("ray")
     proc = start(tmp_path, "checkpoint_every=100000", "env_steps=100000", "collector=ray", "collector.actors=1")
     wait_for(lambda: bool(group_pids(proc.pid, "gcs_server")), "Ray's GCS started", proc, tmp_path, every=0.02)
     os.kill(proc.pid, signal.SIGTERM)
+    wait_for_the_stop(proc, signal.SIGTERM, tmp_path)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"].startswith("stopped by SIGTERM"), status
+    assert "error: stopped by SIGTERM" in output(tmp_path)
+    assert_nothing_left(proc, signal.SIGTERM, tmp_path)
+
+
+def wait_for_the_stop(proc: subprocess.Popen, sig: signal.Signals, out: Path) -> None:
+    """Wait up to 120 s for train.py to exit after ``sig``; it must exit with an error status."""
     try:
         proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"train.py still running 120 s after SIGTERM:\n{output(tmp_path)}")
-    assert proc.returncode != 0, output(tmp_path)
-    status = json.loads((tmp_path / "status.json").read_text())
-    assert status["status"] == "failed" and status["error"].startswith("stopped by SIGTERM"), status
-    assert "error: stopped by SIGTERM" in output(tmp_path)
+        pytest.fail(f"train.py still running 120 s after {sig.name}:\n{output(out)}")
+    assert proc.returncode != 0, output(out)
+
+
+def assert_nothing_left(proc: subprocess.Popen, sig: signal.Signals, out: Path) -> None:
+    """No process of train.py's group may outlive it by more than 30 s (killed if one does)."""
     deadline = time.time() + 30
     while (left := group_members(proc.pid)) and time.time() < deadline:
         time.sleep(0.5)
     if left:
         os.killpg(proc.pid, signal.SIGKILL)
-    assert not left, f"left running after SIGTERM: {left}\n{output(tmp_path)}"
+    assert not left, f"left running after {sig.name}: {left}\n{output(out)}"
 
 
 def stop_and_check_the_save(
@@ -204,29 +214,19 @@ def stop_and_check_the_save(
         time.sleep(3)
         assert proc.poll() is None, f"train.py ended when its {first} was sent {sig.name}:\n{output(tmp_path)}"
     (os.killpg if to_group else os.kill)(proc.pid, sig)
-    try:
-        proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"train.py still running 120 s after {sig.name}:\n{output(tmp_path)}")
-    assert proc.returncode != 0, output(tmp_path)
+    wait_for_the_stop(proc, sig, tmp_path)
     said = output(tmp_path)
     assert "error: an env worker" not in said
     if sig == signal.SIGTERM:
         assert "error: stopped by SIGTERM at env step" in said
-    if "collector=ray" in extra:  # the signal does not reach Ray's processes: the actors answer
-        assert "start states are not saved" not in said
     else:
         assert "env worker" not in said  # nothing lost: the start states were read too
+    if "collector=ray" in extra:  # the signal does not reach Ray's processes: the actors answer
+        assert "start states are not saved" not in said
     saved = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert 64 < saved["stream"]["env_steps"] < 100000
     # and it leaves nothing behind: the env workers and the forkserver are gone with it
-    deadline = time.time() + 30
-    while (left := group_members(proc.pid)) and time.time() < deadline:
-        time.sleep(0.5)
-    if left:
-        os.killpg(proc.pid, signal.SIGKILL)
-    assert not left, f"left running after {sig.name}: {left}\n{output(tmp_path)}"
+    assert_nothing_left(proc, sig, tmp_path)
 
 
 @pytest.mark.slow
