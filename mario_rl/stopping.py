@@ -86,8 +86,8 @@ def keeping_stops_to_this_process() -> Iterator[None]:
     """Start processes (``ray.init``) that a SIGTERM to the run's process group does not reach,
     and put back the SIGINT and SIGTERM handlers that were in place before the block.
 
-    ``ray.init`` in the driver starts Ray's processes (GCS, raylet, the actors' workers) in the
-    run's process group, and installs Ray's own SIGTERM handler (and abseil's failure handler in
+    ``ray.init`` in the driver starts Ray's processes (the GCS, and the raylet, which starts the
+    actors' workers) in the run's process group, and installs Ray's own SIGTERM handler (and abseil's failure handler in
     front of it), which exits at once. A SIGTERM to the group then ended the run without saving
     last.ckpt in two ways: Ray's handler in the learner, and, when the raylet died first, Ray's
     core worker in the learner, which ends the process as soon as it finds the raylet's object
@@ -110,8 +110,9 @@ def keeping_stops_to_this_process() -> Iterator[None]:
         yield
     except SystemExit as exit:
         # ray.init's handler until the driver connects is sys.exit(signum); another thread of
-        # the process takes the signal while this one blocks it.
-        if exit.code != signal.SIGTERM:
+        # the process takes the signal while this one blocks it. With no Python handler of the
+        # run's to give it to, the exit stands.
+        if exit.code != signal.SIGTERM or not callable(before[signal.SIGTERM]):
             raise
         sigterm = True
     finally:
@@ -119,7 +120,7 @@ def keeping_stops_to_this_process() -> Iterator[None]:
             if handler is not None:  # None: set from C, not by Python, so it cannot be put back
                 signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    if sigterm and callable(before[signal.SIGTERM]):
+    if sigterm:
         before[signal.SIGTERM](signal.SIGTERM, None)  # noted as if it had come after the block
 
 

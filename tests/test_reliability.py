@@ -319,6 +319,9 @@ def test_a_sigterm_that_ray_init_turns_into_system_exit_goes_to_the_handler_put_
         assert noted == [signal.SIGTERM]
         with pytest.raises(SystemExit, match=r"^3$"), keeping_stops_to_this_process():  # any other exit goes through
             sys.exit(3)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # no handler of the run's to give it to: Ray's exit stands
+        with pytest.raises(SystemExit, match=r"^15$"), keeping_stops_to_this_process():
+            raise SystemExit(signal.SIGTERM)
         assert noted == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, before)
