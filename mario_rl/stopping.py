@@ -87,18 +87,19 @@ def keeping_stops_to_this_process() -> Iterator[None]:
     and put back the SIGINT and SIGTERM handlers that were in place before the block.
 
     ``ray.init`` in the driver starts Ray's processes (the GCS, and the raylet, which starts the
-    actors' workers) in the run's process group, and installs Ray's own SIGTERM handler (and abseil's failure handler in
-    front of it), which exits at once. A SIGTERM to the group then ended the run without saving
-    last.ckpt in two ways: Ray's handler in the learner, and, when the raylet died first, Ray's
-    core worker in the learner, which ends the process as soon as it finds the raylet's object
-    store gone. Inside the block SIGTERM is blocked in this thread; processes started there
-    inherit the blocked mask (as Ray's own start-up blocks SIGINT in them), so the signal stays
-    pending in them and they end when the learner, having saved, shuts Ray down (SIGKILL after a
-    1 s grace), or with it if it is killed (Ray's fate-sharing). Setting a Python handler again
-    makes it the process's handler. A SIGTERM that comes inside the block, which ray.init's
-    handler turns into ``SystemExit(15)``, ends the block early and goes to the handler put back,
-    as if it had come after it: the caller then raises the stop (``noted_stop``). Outside the
-    main thread (a launcher's worker thread) there is nothing to block or put back.
+    actors' workers) in the run's process group, and installs Ray's own SIGTERM handler (and
+    abseil's failure handler in front of it), which exits at once. A SIGTERM to the group then
+    ended the run without saving last.ckpt in two ways: Ray's handler in the learner, and, when
+    the raylet died first, Ray's core worker in the learner, which ends the process as soon as it
+    finds the raylet's object store gone. Inside the block SIGTERM is blocked in this thread;
+    processes started there inherit the blocked mask (as Ray's own start-up blocks SIGINT in
+    them), so the signal stays pending in them and they end when the learner, having saved, shuts
+    Ray down (SIGKILL after a 1 s grace), or with it if it is killed (Ray's fate-sharing). Setting
+    a Python handler again makes it the process's handler. A SIGTERM that comes inside the block,
+    which ray.init's handler turns into ``SystemExit(15)``, ends the block early and goes to the
+    handler put back, as if it had come after it: the caller then raises the stop
+    (``noted_stop``). Outside the main thread (a launcher's worker thread) there is nothing to
+    block or put back.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
