@@ -294,14 +294,15 @@ class LocalCollector:
         self.in_flight_steps = len(self._actions)
         self._launched_at = env_steps
 
-    def _settle(self) -> None:
+    def _settle(self, timeout_s: float | None = None) -> None:
         """Collect a step the async workers are running, keeping its result for ``receive``: a
-        worker answers no other call while a step is in flight."""
+        worker answers no other call while a step is in flight. Raises EnvWorkerError for a worker
+        that raised or died, or that did not answer within ``timeout_s`` (None: no limit)."""
         if not self._in_flight:
             return
         try:
-            self._result = self.envs.step_wait()
-        except Exception as err:  # a worker raised, or died and closed its pipe (EOFError)
+            self._result = self.envs.step_wait(timeout=timeout_s)
+        except Exception as err:  # a worker raised, died and closed its pipe (EOFError), or timed out
             # kept for receive: a save that settled the step and went on without the states
             self._error = self._worker_error(err, self._launched_at)
             raise self._error from err
@@ -335,29 +336,31 @@ class LocalCollector:
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the workers, keeping their states for a checkpoint written after; kill them if one
         of them is already gone, or a step in flight does not come back within ``timeout_s``."""
-        if self.envs is not None:
-            try:
-                self._pending_workers = self.worker_states()
-            except Exception:  # a dead worker answers nothing; its states are lost with it
-                self._pending_workers = None
-            try:
-                self.envs.close(timeout=timeout_s)
-            except Exception:
-                terminate_workers(self.envs)
-            self.envs = None
+        if self.envs is None:
+            return
+        self._pending_workers = None
+        try:
+            self._settle(timeout_s)
+            self._pending_workers = self.worker_states()
+            self.envs.close(timeout=timeout_s)
+        except Exception as err:  # a dead or stuck worker answers nothing; its states are lost with it
+            log.warning("the env workers did not close (%s); killed", one_line(err))
+            kill_workers(self.envs)
+        self.envs = None
 
 
-def terminate_workers(envs: gym.vector.VectorEnv) -> None:
-    """End the worker processes of a vector env whose close failed, and mark it closed.
+def kill_workers(envs: gym.vector.VectorEnv) -> None:
+    """End the worker processes of a vector env that cannot close, with SIGKILL, and mark it closed.
 
-    A worker that died in the middle of a call (a SIGTERM to the process group) leaves the vector
-    env waiting for its answer; Gymnasium's close, even with ``terminate=True``, reads that answer
-    first and fails again on the dead pipe.
+    A worker that died in the middle of a call leaves the vector env waiting for its answer, and
+    one that is stuck never gives it; Gymnasium's close, even with ``terminate=True``, reads that
+    answer first and fails again on the dead pipe, or waits. The workers ignore SIGTERM
+    (envs.ignoring_stops).
     """
     processes = getattr(envs, "processes", [])
     for process in processes:
         if process.is_alive():
-            process.terminate()
+            process.kill()
     for pipe in getattr(envs, "parent_pipes", []):
         if pipe is not None:
             pipe.close()

@@ -308,29 +308,37 @@ def vectorize(fns: list[Callable[[], gym.Env]], vector: str) -> gym.vector.Vecto
     return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
 
 
-def ignoring_ctrl_c(make: Callable[[], gym.Env], learner_pid: int) -> gym.Env:
-    """Build a worker process's env with SIGINT ignored in that process (not in the learner's,
-    ``learner_pid``, where AsyncVectorEnv builds one env to read the spaces).
+def ignoring_stops(make: Callable[[], gym.Env], learner_pid: int) -> gym.Env:
+    """Build a worker process's env with SIGINT and SIGTERM ignored in that process (not in the
+    learner's, ``learner_pid``, where AsyncVectorEnv builds one env to read the spaces).
 
     A terminal's Ctrl-C (and ``timeout -s INT``, ``kill -INT -PGID``) reaches every process of
-    the foreground group, the env workers too. The learner stops at its next env step and closes
-    the workers itself after it saves (mario_rl/stopping.py); a worker that died of the signal
-    first would turn that stop into an env-worker error. SIGTERM keeps its default, because
-    closing a vector env terminates a stuck worker with it.
+    the foreground group, the env workers too, and so does a SIGTERM to the group (``kill -TERM
+    -PGID``, systemd's stop, Slurm's ``scancel``). The learner stops at its next env step, reads
+    the workers' start states into last.ckpt and closes the workers itself (mario_rl/stopping.py);
+    a worker that died of the signal first would take its start states with it. A worker still
+    ends when the learner's end closes its pipe, and a forced close kills it (``worker_processes``).
     """
     if os.getpid() != learner_pid:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return make()
 
 
 def worker_processes(fns: list[Callable[[], gym.Env]]) -> AsyncVectorEnv:
-    """One forkserver process per env, each ignoring Ctrl-C (``ignoring_ctrl_c``), reset in the
-    step that ends an episode."""
-    return AsyncVectorEnv(
-        [functools.partial(ignoring_ctrl_c, fn, os.getpid()) for fn in fns],
+    """One forkserver process per env, each ignoring Ctrl-C and SIGTERM (``ignoring_stops``),
+    reset in the step that ends an episode."""
+    envs = AsyncVectorEnv(
+        [functools.partial(ignoring_stops, fn, os.getpid()) for fn in fns],
         autoreset_mode=AutoresetMode.SAME_STEP,
         context="forkserver",
     )
+    for process in envs.processes:
+        # Gymnasium's forced close (close(terminate=True), a close that timed out, and the one in
+        # AsyncVectorEnv.__del__) ends workers with terminate(), whose SIGTERM they ignore, then
+        # joins them without a timeout: it must be SIGKILL.
+        process.terminate = process.kill
+    return envs
 
 
 def num_actions(actions: str) -> int:

@@ -204,10 +204,9 @@ def stop_and_check_the_save(
     # no periodic checkpoint and a long budget: only the signal can write last.ckpt
     proc = start(tmp_path, "checkpoint_every=100000", "env_steps=100000", *extra)
     wait_for(lambda: has_trained(tmp_path), "a first update", proc, tmp_path)
-    # A terminal's Ctrl-C reaches the whole foreground group: the env workers ignore it, and the
-    # learner stops them after it saves, so the stop is the same clean one. A SIGTERM to the
-    # group (systemd, kill -TERM -PGID) ends the workers at once, as closing a vector env needs
-    # it to: the learner still saves and says why it stopped, without the workers' start states.
+    # A terminal's Ctrl-C, or a SIGTERM to the group (systemd, scancel, kill -TERM -PGID), reaches
+    # the env workers too: they ignore both, and the learner reads their start states into
+    # last.ckpt and closes them after it saves, so every one of these stops is the same clean one.
     if first is not None:
         (pid,) = group_pids(proc.pid, first)
         os.kill(pid, sig)
@@ -219,12 +218,11 @@ def stop_and_check_the_save(
     assert "error: an env worker" not in said
     if sig == signal.SIGTERM:
         assert "error: stopped by SIGTERM at env step" in said
-    else:
-        assert "env worker" not in said  # nothing lost: the start states were read too
-    if "collector=ray" in extra:  # the signal does not reach Ray's processes: the actors answer
-        assert "start states are not saved" not in said
+    # nothing lost: the workers' (or Ray actors') start states were read too
+    assert "env workers" not in said and "start states are not saved" not in said
     saved = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert 64 < saved["stream"]["env_steps"] < 100000
+    assert len(saved["stream"]["workers"]) == 2 and all("pool" in w for w in saved["stream"]["workers"])
     # and it leaves nothing behind: the env workers and the forkserver are gone with it
     assert_nothing_left(proc, sig, tmp_path)
 
@@ -349,6 +347,38 @@ def test_workers_killed_during_a_step_let_a_save_through_then_fail_the_step_and_
         collector.receive(env_steps=2)
     collector.close()
     assert collector.envs is None and not any(p.is_alive() for p in processes)
+
+
+def test_env_workers_outlive_a_sigterm_and_a_stuck_one_is_killed_on_close(caplog):
+    # A SIGTERM to the group reaches the workers: they ignore it, so their start states can still
+    # be read for last.ckpt. Closing cannot end them with SIGTERM then: a worker that does not
+    # answer within the close's timeout is killed, and so are the workers of a forced close.
+    from mario_rl.collectors import LocalCollector
+    from mario_rl.envs import make_vector_env
+
+    run = default_run(env={"num_envs": 2}, replay={"capacity": 100, "save": False})
+    collector = LocalCollector(run, RandomPolicy(), make_vector_env)
+    collector.start(seed=0, env_steps=0)
+    processes = list(collector.envs.processes)
+    for process in processes:
+        os.kill(process.pid, signal.SIGTERM)
+    collector.launch(epsilon=1.0, env_steps=0)
+    collector.receive(env_steps=2)
+    assert all(p.is_alive() for p in processes)
+    assert len(collector.worker_states()) == 2
+    collector.launch(epsilon=1.0, env_steps=2)
+    os.kill(processes[1].pid, signal.SIGSTOP)  # stuck with a step in flight
+    started = time.monotonic()
+    collector.close(timeout_s=1.0)
+    assert time.monotonic() - started < 15
+    assert collector.envs is None and collector.worker_states() is None
+    assert not any(p.is_alive() for p in processes)
+    assert "the env workers did not close (EnvWorkerError: an env worker (smb 1-1) stopped at env step 2" in caplog.text
+
+    envs = make_vector_env(run.env)
+    processes = list(envs.processes)
+    envs.close(terminate=True)  # Gymnasium's forced close joins without a timeout: SIGTERM would hang it
+    assert not any(p.is_alive() for p in processes)
 
 
 def test_a_worker_death_after_a_sigterm_is_reported_as_the_sigterm(tmp_path, monkeypatch, tiny_overrides):
