@@ -170,8 +170,10 @@ def test_sigterm_while_ray_starts_stops_the_run_and_says_so(tmp_path):
     os.kill(proc.pid, signal.SIGTERM)
     wait_for_the_stop(proc, signal.SIGTERM, tmp_path)
     status = json.loads((tmp_path / "status.json").read_text())
-    assert status["status"] == "failed" and status["error"].startswith("stopped by SIGTERM"), status
-    assert "error: stopped by SIGTERM" in output(tmp_path)
+    said = "stopped by SIGTERM at env step 0; saved, resume with ckpt_path=last"
+    assert status == {"status": "failed", "error": said}
+    assert f"error: {said}" in output(tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["stream"]["env_steps"] == 0
     assert_nothing_left(proc, signal.SIGTERM, tmp_path)
 
 
