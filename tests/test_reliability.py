@@ -17,8 +17,10 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mario_rl.checkpointing import load_checkpoint
+from mario_rl.collectors import LocalCollector
 from mario_rl.config import default_run
 from mario_rl.data import ExperienceStream
+from mario_rl.envs import make_vector_env
 from mario_rl.errors import EnvWorkerError, RunError, StoppedError
 from mario_rl.stopping import (
     keeping_stops_to_this_process,
@@ -221,7 +223,7 @@ def stop_and_check_the_save(
     if sig == signal.SIGTERM:
         assert "error: stopped by SIGTERM at env step" in said
     # nothing lost: the workers' (or Ray actors') start states were read too
-    assert "env workers" not in said and "start states are not saved" not in said
+    assert "env worker" not in said and "start states are not saved" not in said
     saved = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert 64 < saved["stream"]["env_steps"] < 100000
     assert len(saved["stream"]["workers"]) == 2 and all("pool" in w for w in saved["stream"]["workers"])
@@ -327,18 +329,20 @@ def test_a_sigterm_that_ray_init_turns_into_system_exit_goes_to_the_handler_put_
         signal.signal(signal.SIGTERM, before)
 
 
-def test_workers_killed_during_a_step_let_a_save_through_then_fail_the_step_and_close(tmp_path, caplog):
-    # What a SIGTERM to the process group does: the workers die with a step in flight, and the
-    # learner saves (SIGTERM) before or after it receives that step. The save goes on without
-    # the workers' states; receiving the step is the one error; closing neither reads the dead
-    # pipes again (Gymnasium's close does, even with terminate=True) nor leaves a process.
-    from mario_rl.collectors import LocalCollector
-    from mario_rl.envs import make_vector_env
-
+def started_local_collector() -> tuple[LocalCollector, list]:
+    """A LocalCollector with two Mario env workers, started; and the workers' processes."""
     run = default_run(env={"num_envs": 2}, replay={"capacity": 100, "save": False})
     collector = LocalCollector(run, RandomPolicy(), make_vector_env)
     collector.start(seed=0, env_steps=0)
-    processes = list(collector.envs.processes)
+    return collector, list(collector.envs.processes)
+
+
+def test_workers_killed_during_a_step_let_a_save_through_then_fail_the_step_and_close(tmp_path, caplog):
+    # Workers killed with a step in flight (SIGKILL: the OOM killer, a kill of their pids): the
+    # learner saves before or after it receives that step. The save goes on without the
+    # workers' states; receiving the step is the one error; closing neither reads the dead
+    # pipes again (Gymnasium's close does, even with terminate=True) nor leaves a process.
+    collector, processes = started_local_collector()
     collector.launch(epsilon=1.0, env_steps=0)
     for process in processes:
         os.kill(process.pid, signal.SIGKILL)
@@ -355,13 +359,7 @@ def test_env_workers_outlive_a_sigterm_and_a_stuck_one_is_killed_on_close(caplog
     # A SIGTERM to the group reaches the workers: they ignore it, so their start states can still
     # be read for last.ckpt. Closing cannot end them with SIGTERM then: a worker that does not
     # answer within the close's timeout is killed, and so are the workers of a forced close.
-    from mario_rl.collectors import LocalCollector
-    from mario_rl.envs import make_vector_env
-
-    run = default_run(env={"num_envs": 2}, replay={"capacity": 100, "save": False})
-    collector = LocalCollector(run, RandomPolicy(), make_vector_env)
-    collector.start(seed=0, env_steps=0)
-    processes = list(collector.envs.processes)
+    collector, processes = started_local_collector()
     for process in processes:
         os.kill(process.pid, signal.SIGTERM)
     collector.launch(epsilon=1.0, env_steps=0)
@@ -377,7 +375,7 @@ def test_env_workers_outlive_a_sigterm_and_a_stuck_one_is_killed_on_close(caplog
     assert not any(p.is_alive() for p in processes)
     assert "the env workers did not close (EnvWorkerError: an env worker (smb 1-1) stopped at env step 2" in caplog.text
 
-    envs = make_vector_env(run.env)
+    envs = make_vector_env(collector.run.env)
     processes = list(envs.processes)
     envs.close(terminate=True)  # Gymnasium's forced close joins without a timeout: SIGTERM would hang it
     assert not any(p.is_alive() for p in processes)
