@@ -252,18 +252,28 @@ class LocalCollector:
         return scheduled
 
     def start(self, seed: int, env_steps: int) -> Chunk:
-        """Start the workers (with the worker states of a resumed run); every lane begins an episode."""
-        self.envs = self.make_envs(self.run.env)
-        if self._pending_workers is not None:
-            set_worker_states(self.envs, self._pending_workers)
-            self._pending_workers = None
-        self._obs, _ = self.envs.reset(seed=seed)
+        """Start the workers (with the worker states of a resumed run); every lane begins an episode.
+
+        Raises EnvWorkerError for a worker that dies or raises before its first observation; a
+        resumed run's worker states stay this collector's until then, for a checkpoint written
+        after the error.
+        """
+        try:
+            self.envs = self.make_envs(self.run.env)
+            if self._pending_workers is not None:
+                set_worker_states(self.envs, self._pending_workers)
+            self._obs, _ = self.envs.reset(seed=seed)
+        except ConfigError:
+            raise
+        except Exception as err:  # a worker's death (ConnectionResetError, EOFError) or its error
+            raise self._worker_error(err, env_steps) from err
+        self._pending_workers = None
         return self._recorder.start(self._obs)
 
     def worker_states(self) -> list[dict[str, Any]] | None:
         """Each worker's start-state pool and recent per-level outcomes (levels.LevelSet.worker_state),
         or None when the workers keep none (not started, or an env without levels)."""
-        if self.envs is None:
+        if self.envs is None or self._pending_workers is not None:
             return self._pending_workers
         if not keeps_worker_state(self.envs):
             return None
@@ -338,7 +348,6 @@ class LocalCollector:
         of them is already gone, or a step in flight does not come back within ``timeout_s``."""
         if self.envs is None:
             return
-        self._pending_workers = None
         try:
             self._settle(timeout_s)
             self._pending_workers = self.worker_states()

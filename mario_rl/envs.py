@@ -12,6 +12,7 @@ import functools
 import os
 import signal
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 from typing import Any, SupportsFloat
 
 import cv2
@@ -25,6 +26,7 @@ from nes_py.wrappers import JoypadSpace
 
 from mario_rl.config import EnvConfig
 from mario_rl.levels import LevelSet
+from mario_rl.stopping import STOPS, stops_blocked
 
 ACTION_SETS: dict[str, list[list[str]]] = {
     "right_only": RIGHT_ONLY,
@@ -318,21 +320,34 @@ def ignoring_stops(make: Callable[[], gym.Env], learner_pid: int) -> gym.Env:
     the workers' start states into last.ckpt and closes the workers itself (mario_rl/stopping.py);
     a worker that died of the signal first would take its start states with it. A worker still
     ends when the learner's end closes its pipe, and a forced close kills it (``worker_processes``).
+    A stop that came before this, while the worker was forked and read its env factory, is
+    pending in it (``worker_processes``): ignoring it drops it.
     """
     if os.getpid() != learner_pid:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in STOPS:
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
     return make()
 
 
 def worker_processes(fns: list[Callable[[], gym.Env]]) -> AsyncVectorEnv:
     """One forkserver process per env, each ignoring Ctrl-C and SIGTERM (``ignoring_stops``),
-    reset in the step that ends an episode."""
-    envs = AsyncVectorEnv(
-        [functools.partial(ignoring_stops, fn, os.getpid()) for fn in fns],
-        autoreset_mode=AutoresetMode.SAME_STEP,
-        context="forkserver",
-    )
+    reset in the step that ends an episode.
+
+    A worker can set no handler before it has imported and unpickled its env factory (a second
+    or more), and a stop to the run's process group in that time (Slurm pre-empting a job that
+    has just started) would end it. The two signals are blocked while the workers start: the
+    forkserver, started by the first call, inherits the blocked mask, and so does every worker
+    it forks, until ``ignoring_stops`` ignores them. The resource tracker is started before the
+    block: its start unblocks both in the thread that starts it (multiprocessing.resource_tracker).
+    """
+    resource_tracker.ensure_running()
+    with stops_blocked():
+        envs = AsyncVectorEnv(
+            [functools.partial(ignoring_stops, fn, os.getpid()) for fn in fns],
+            autoreset_mode=AutoresetMode.SAME_STEP,
+            context="forkserver",
+        )
     for process in envs.processes:
         # Gymnasium's forced close (close(terminate=True), a close that timed out, and the one in
         # AsyncVectorEnv.__del__) ends workers with terminate(), whose SIGTERM they ignore, then

@@ -74,6 +74,24 @@ def taking_stops() -> Iterator[None]:
             _terminated.clear()
 
 
+STOPS = {signal.SIGINT, signal.SIGTERM}  # the signals that stop a run from outside
+
+
+@contextlib.contextmanager
+def stops_blocked() -> Iterator[None]:
+    """Block Ctrl-C and SIGTERM in this thread while processes are started that must not die of
+    them before they can set their own handlers: a process forked or exec'd inside inherits the
+    blocked mask, so the signal stays pending in it until it ignores it (which drops it) or
+    unblocks it. The run's own handlers still get a stop that comes meanwhile: the kernel gives
+    it to another thread of the process, or at the end of the block.
+    """
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def raise_if_stopped_while_starting() -> None:
     """Raise StoppedError for a Ctrl-C or SIGTERM noted while the run started, before it wrote anything."""
     for event, name in ((_interrupted, "Ctrl-C"), (_terminated, "SIGTERM")):

@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+from gymnasium.vector import SyncVectorEnv
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mario_rl.checkpointing import load_checkpoint
 from mario_rl.collectors import LocalCollector
-from mario_rl.config import default_run
+from mario_rl.config import ConfigError, default_run
 from mario_rl.data import ExperienceStream
-from mario_rl.envs import make_vector_env
+from mario_rl.envs import make_vector_env, worker_processes
 from mario_rl.errors import EnvWorkerError, RunError, StoppedError
 from mario_rl.stopping import (
     keeping_stops_to_this_process,
@@ -31,6 +32,7 @@ from mario_rl.stopping import (
 )
 from mario_rl.training import train
 from tests.conftest import ROOT, compose_train
+from tests.corridor import PATH, Corridor
 
 RUN = [
     "debug=default",
@@ -379,6 +381,91 @@ def test_env_workers_outlive_a_sigterm_and_a_stuck_one_is_killed_on_close(caplog
     processes = list(envs.processes)
     envs.close(terminate=True)  # Gymnasium's forced close joins without a timeout: SIGTERM would hang it
     assert not any(p.is_alive() for p in processes)
+
+
+class DiesAtReset(SyncVectorEnv):
+    """Corridors whose first reset fails as that of workers that died while they started."""
+
+    def reset(self, **kwargs):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+
+def test_workers_that_die_as_they_start_end_the_run_in_one_line_and_the_resumed_states_stay():
+    run = default_run(env={"num_envs": 2}, replay={"capacity": 100, "save": False})
+    collector = LocalCollector(run, RandomPolicy(), lambda cfg: DiesAtReset([Corridor] * 2))
+    resumed = [{"pool": ["state 1"]}, {"pool": ["state 2"]}]
+    collector.restore_worker_states(resumed)
+    said = r"^an env worker \(smb 1-1\) stopped at env step 400: ConnectionResetError: \[Errno 104\] Connection reset"
+    with pytest.raises(EnvWorkerError, match=said):
+        collector.start(seed=0, env_steps=400)
+    assert collector.worker_states() == resumed  # what the checkpoint written on the error keeps
+    collector.close()
+    assert collector.envs is None and collector.worker_states() == resumed
+
+    def bad_level(cfg):
+        raise ConfigError("env.level='9-9' is not a level")
+
+    with pytest.raises(ConfigError, match=r"^env.level='9-9' is not a level$"):  # the user's, not a worker's
+        LocalCollector(run, RandomPolicy(), bad_level).start(seed=0, env_steps=0)
+
+
+class ArrivesSlowly:
+    """A corridor env factory that takes ``delay_s`` to unpickle: a worker that is sent it spends
+    that long, as a Mario worker importing its emulator does, before its env factory runs."""
+
+    def __init__(self, delay_s: float):
+        self.delay_s = delay_s
+
+    def __setstate__(self, state: dict) -> None:
+        time.sleep(state["delay_s"])
+        self.__dict__.update(state)
+
+    def __call__(self) -> Corridor:
+        return Corridor()
+
+
+def children(pid: int) -> set[int]:
+    """Pids of the live (not zombie) child processes of ``pid``."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited while we looked
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_env_workers_outlive_ctrl_c_and_sigterm_that_come_before_their_env_factory_runs():
+    # A stop to the run's group while its workers start (Slurm pre-empting a job that has just
+    # started or resumed) reached each worker while it still unpickled its env factory, before it
+    # could ignore the stop: the worker died and the run ended on a ConnectionResetError.
+    servers = children(os.getpid())  # the forkserver, if an earlier test started it, and others
+    before = {worker for server in servers for worker in children(server)}
+    stopped: list[int] = []
+
+    def stop_each_worker_as_it_appears() -> None:
+        deadline = time.monotonic() + 60
+        while len(stopped) < 2 and time.monotonic() < deadline:
+            for worker in {w for server in children(os.getpid()) for w in children(server)} - before:
+                if worker not in stopped:
+                    os.kill(worker, signal.SIGINT)
+                    os.kill(worker, signal.SIGTERM)
+                    stopped.append(worker)
+            time.sleep(0.005)
+
+    stopper = threading.Thread(target=stop_each_worker_as_it_appears)
+    stopper.start()
+    envs = worker_processes([ArrivesSlowly(delay_s=2.0)] * 2)
+    stopper.join()
+    try:
+        assert sorted(stopped) == sorted(p.pid for p in envs.processes)
+        envs.reset(seed=0)
+        envs.step(np.array([PATH[0], PATH[0]]))
+        assert all(p.is_alive() for p in envs.processes)
+    finally:
+        envs.close(terminate=True)
 
 
 def test_a_worker_death_after_a_sigterm_is_reported_as_the_sigterm(tmp_path, monkeypatch, tiny_overrides):
