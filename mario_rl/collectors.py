@@ -32,6 +32,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import AsyncVectorEnv
 
 from mario_rl.config import RAY_MISSING, ConfigError, EnvConfig, RunConfig
 from mario_rl.envs import num_actions
@@ -57,6 +58,11 @@ STOP_STATES_WAIT_S = 10
 # The learner waits on Ray in slices of this many seconds and raises a noted stop between them:
 # a call on a cluster that is gone never returns.
 WAIT_SLICE_S = 1.0
+
+# How long a save waits for the local env workers (the step in flight, then their states). They
+# answer in milliseconds; one that is stuck (stopped, hung in the emulator) must not hang the save
+# a SIGTERM waits on: Slurm kills a job 30 s after its SIGTERM by default (KillWait).
+WORKER_WAIT_S = 10.0
 
 NotedStop = Callable[[], BaseException | None]
 
@@ -201,10 +207,16 @@ def keeps_worker_state(envs: gym.vector.VectorEnv) -> bool:
     return bool(envs.metadata.get("worker_state"))
 
 
-def get_worker_states(envs: gym.vector.VectorEnv) -> list[dict[str, Any]] | None:
+def get_worker_states(envs: gym.vector.VectorEnv, timeout_s: float | None = None) -> list[dict[str, Any]] | None:
     """Each worker's start-state pool and recent per-level outcomes (levels.LevelSet.worker_state),
-    or None for an env that keeps none (the synthetic one)."""
-    return list(envs.get_attr("worker_state")) if keeps_worker_state(envs) else None
+    or None for an env that keeps none (the synthetic one). Async workers must answer within
+    ``timeout_s`` (None: no limit), else multiprocessing.TimeoutError."""
+    if not keeps_worker_state(envs):
+        return None
+    if isinstance(envs, AsyncVectorEnv):
+        envs.call_async("worker_state")
+        return list(envs.call_wait(timeout=timeout_s))
+    return list(envs.get_attr("worker_state"))
 
 
 def set_worker_states(envs: gym.vector.VectorEnv, states: list[dict[str, Any]]) -> None:
@@ -272,15 +284,20 @@ class LocalCollector:
 
     def worker_states(self) -> list[dict[str, Any]] | None:
         """Each worker's start-state pool and recent per-level outcomes (levels.LevelSet.worker_state),
-        or None when the workers keep none (not started, or an env without levels)."""
+        or None when the workers keep none (not started, or an env without levels), or one of them
+        is gone or does not answer within WORKER_WAIT_S; the next step then raises EnvWorkerError."""
         if self.envs is None or self._pending_workers is not None:
             return self._pending_workers
         if not keeps_worker_state(self.envs):
             return None
         try:
-            self._settle()
-            return get_worker_states(self.envs)
-        except Exception as err:  # a dead or broken worker: the states are lost with it, the save goes on
+            if self._error is not None:
+                raise self._error
+            self._settle(WORKER_WAIT_S)
+            return get_worker_states(self.envs, WORKER_WAIT_S)
+        except Exception as err:  # a dead or stuck worker: the states are lost with it, the save goes on
+            if self._error is None:  # a call that timed out leaves the workers' answers out of step
+                self._error = self._worker_error(err, self._launched_at)
             log.warning("the env workers' start states could not be read (%s); saved without them", one_line(err))
             return None
 
@@ -289,7 +306,10 @@ class LocalCollector:
         self._pending_workers = states
 
     def launch(self, epsilon: float, env_steps: int) -> None:
-        """Pick actions on the online network and start the vector step (a sync vector env runs it now)."""
+        """Pick actions on the online network and start the vector step (a sync vector env runs it now).
+        Raises EnvWorkerError for workers found dead or stuck since the last step."""
+        if self._error is not None:
+            raise self._error
         self._actions = self.policy(self._obs, epsilon)
         started = time.perf_counter()
         try:
@@ -343,14 +363,17 @@ class LocalCollector:
         """Process ids of the env workers on this machine (none for a sync vector env)."""
         return [p.pid for p in getattr(self.envs, "processes", [])]
 
-    def close(self, timeout_s: float = 10.0) -> None:
+    def close(self, timeout_s: float = WORKER_WAIT_S) -> None:
         """Stop the workers, keeping their states for a checkpoint written after; kill them if one
-        of them is already gone, or a step in flight does not come back within ``timeout_s``."""
+        of them is already gone, or a step in flight does not come back within ``timeout_s``, or
+        they do not answer for their states within WORKER_WAIT_S."""
         if self.envs is None:
             return
         try:
             self._settle(timeout_s)
             self._pending_workers = self.worker_states()
+            if self._error is not None:
+                raise self._error
             self.envs.close(timeout=timeout_s)
         except Exception as err:  # a dead or stuck worker answers nothing; its states are lost with it
             log.warning("the env workers did not close (%s); killed", one_line(err))

@@ -17,6 +17,7 @@ from gymnasium.vector import SyncVectorEnv
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mario_rl import collectors
 from mario_rl.checkpointing import load_checkpoint
 from mario_rl.collectors import LocalCollector
 from mario_rl.config import ConfigError, default_run
@@ -381,6 +382,28 @@ def test_env_workers_outlive_a_sigterm_and_a_stuck_one_is_killed_on_close(caplog
     processes = list(envs.processes)
     envs.close(terminate=True)  # Gymnasium's forced close joins without a timeout: SIGTERM would hang it
     assert not any(p.is_alive() for p in processes)
+
+
+def test_a_stuck_worker_lets_the_save_through_in_the_wait_then_ends_the_run_and_is_killed(caplog, monkeypatch):
+    # A worker stuck between steps (stopped, hung in the emulator) never answers for its states:
+    # the save a SIGTERM waits on hung until Slurm's SIGKILL, and last.ckpt was never written.
+    monkeypatch.setattr(collectors, "WORKER_WAIT_S", 1.0)
+    collector, processes = started_local_collector()
+    os.kill(processes[1].pid, signal.SIGSTOP)
+    unstick = threading.Timer(60, os.kill, (processes[1].pid, signal.SIGKILL))  # a failure, not a hang
+    unstick.start()
+    try:
+        started = time.monotonic()
+        assert collector.worker_states() is None
+        assert time.monotonic() - started < 15
+        assert "start states could not be read (TimeoutError: The call to `call_wait` has timed out" in caplog.text
+        with pytest.raises(EnvWorkerError, match=r"^an env worker \(smb 1-1\) stopped at env step 0: TimeoutError: "):
+            collector.launch(epsilon=1.0, env_steps=0)
+        collector.close(timeout_s=1.0)
+        assert time.monotonic() - started < 30
+    finally:
+        unstick.cancel()
+    assert collector.envs is None and not any(p.is_alive() for p in processes)
 
 
 class DiesAtReset(SyncVectorEnv):
