@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import statistics
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -25,6 +26,7 @@ from mario_rl.config import ConfigError, EnvConfig, RunConfig, check_level
 from mario_rl.episodes import Episode
 from mario_rl.evaluation import best_index, play_level, summarize
 from mario_rl.levels import flag_fraction, level_tag
+from mario_rl.stopping import raise_if_stopped
 from mario_rl.video import NES_SIZE, GifWriter, record_episode
 
 # Summary keys logged as eval/<key>: over every evaluation episode, and per level when there are several.
@@ -131,10 +133,14 @@ class Evaluation(pl.Callback):
             stuck_patience=self.stuck_patience or run.env.stuck_patience,
         )
 
-    def play(self, run: RunConfig, net: nn.Module) -> tuple[dict[str, float], Episode]:
-        """Play the evaluation episodes: their metrics, and the best episode of the training level."""
+    def play(
+        self, run: RunConfig, net: nn.Module, before_episode: Callable[[], None] | None = None
+    ) -> tuple[dict[str, float], Episode]:
+        """Play the evaluation episodes: their metrics, and the best episode of the training level.
+        ``before_episode`` runs before each episode and may raise to abandon the evaluation."""
+        env = self.env_config(run)
         played = {
-            level: play_level(self.env_config(run), level, net, self.episodes, self.epsilon, self.seed)
+            level: play_level(env, level, net, self.episodes, self.epsilon, self.seed, before_episode)
             for level in self.levels_to_play(run)
         }
         groups = {"eval": [r for records, _ in played.values() for r in records]}
@@ -155,7 +161,10 @@ class Evaluation(pl.Callback):
         if not crossed(before, after, self.every):
             return
         run = pl_module.run
-        metrics, best = self.play(run, pl_module.online)
+        # A Ctrl-C or SIGTERM that comes while the evaluation plays (a minute or more over several
+        # levels) ends the run after the episode in play, with nothing of this evaluation logged:
+        # a pre-empted job has seconds to save (Slurm's SIGKILL follows 30 s after by default).
+        metrics, best = self.play(run, pl_module.online, before_episode=lambda: raise_if_stopped(trainer))
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=after)
         trainer.callback_metrics.update({name: torch.tensor(value) for name, value in metrics.items()})

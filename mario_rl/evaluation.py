@@ -14,7 +14,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -94,14 +94,26 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def play_level(
-    env_cfg: EnvConfig, level: str, net: nn.Module, episodes: int, epsilon: float, seed: int
+    env_cfg: EnvConfig,
+    level: str,
+    net: nn.Module,
+    episodes: int,
+    epsilon: float,
+    seed: int,
+    before_episode: Callable[[], None] | None = None,
 ) -> tuple[list[Episode], float]:
-    """``episodes`` episodes with seeds seed, seed + 1, ... on a fresh env; and the seconds they took."""
+    """``episodes`` episodes with seeds seed, seed + 1, ... on a fresh env; and the seconds they took.
+    ``before_episode`` runs before each one and may raise to abandon the level (a training run's
+    noted stop, which then waits one episode at most, not the whole evaluation)."""
     env = make_env(env_cfg, level)
     started = time.perf_counter()
+    records = []
     try:
         with one_torch_thread():
-            records = [play_episode(env, net, epsilon, seed + i) for i in range(episodes)]
+            for i in range(episodes):
+                if before_episode is not None:
+                    before_episode()
+                records.append(play_episode(env, net, epsilon, seed + i))
     finally:
         env.close()
     return records, time.perf_counter() - started

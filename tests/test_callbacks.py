@@ -3,16 +3,20 @@
 import io
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mario_rl import evaluation as evaluation_module
 from mario_rl.callbacks import Evaluation, side_by_side
 from mario_rl.config import ConfigError, RunConfig, default_run, run_dict
+from mario_rl.evaluation import play_episode
 from mario_rl.module import DQN
 from tests.conftest import compose_train
 
@@ -114,6 +118,31 @@ def test_evaluation_leaves_the_training_stream_exactly_as_it_was(tmp_path):
     assert module.stream.state_dict()["policy_rng"] == control.stream.state_dict()["policy_rng"]
     module.stream.close()
     control.stream.close()
+
+
+def test_a_sigterm_during_an_evaluation_ends_it_after_the_episode_in_play(tmp_path, monkeypatch):
+    # An evaluation of several levels plays for a minute or more; a pre-empted job that waited
+    # for all of it was killed before it could save.
+    module = DQN(run_dict(tiny_run()))
+    trainer = SimpleNamespace(received_sigterm=False, loggers=[], callback_metrics={})
+    played = []
+
+    sigterm = [True]
+
+    def play_then_get_a_sigterm(*args):
+        played.append(args)
+        trainer.received_sigterm = sigterm[0]  # as Lightning notes the signal
+        return play_episode(*args)
+
+    monkeypatch.setattr(evaluation_module, "play_episode", play_then_get_a_sigterm)
+    callback = evaluation(tmp_path, episodes=3, levels=["1-2"])
+    with pytest.raises(SIGTERMException):
+        callback.on_env_steps(trainer, module, 0, callback.every)
+    assert len(played) == 1 and trainer.callback_metrics == {}
+    sigterm[0] = trainer.received_sigterm = False
+    played.clear()
+    callback.on_env_steps(trainer, module, 0, callback.every)  # without the signal, every episode
+    assert len(played) == 2 * 3 and trainer.callback_metrics["eval/x_pos_mean"] > 0
 
 
 @pytest.mark.parametrize(
