@@ -311,12 +311,13 @@ def vectorize(fns: list[Callable[[], gym.Env]], vector: str) -> gym.vector.Vecto
 
 
 def ignoring_stops(make: Callable[[], gym.Env], learner_pid: int) -> gym.Env:
-    """Build a worker process's env with SIGINT and SIGTERM ignored in that process (not in the
-    learner's, ``learner_pid``, where AsyncVectorEnv builds one env to read the spaces).
+    """Build a worker process's env with SIGINT, SIGTERM and SIGHUP ignored in that process (not
+    in the learner's, ``learner_pid``, where AsyncVectorEnv builds one env to read the spaces).
 
     A terminal's Ctrl-C (and ``timeout -s INT``, ``kill -INT -PGID``) reaches every process of
     the foreground group, the env workers too, and so does a SIGTERM to the group (``kill -TERM
-    -PGID``, systemd's stop, Slurm's ``scancel``). The learner stops at its next env step, reads
+    -PGID``, systemd's stop, Slurm's ``scancel``) and the SIGHUP a shell sends its jobs when its
+    terminal closes. The learner stops at its next env step, reads
     the workers' start states into last.ckpt and closes the workers itself (mario_rl/stopping.py);
     a worker that died of the signal first would take its start states with it. A worker still
     ends when the learner's end closes its pipe, and a forced close kills it (``worker_processes``).
@@ -331,15 +332,16 @@ def ignoring_stops(make: Callable[[], gym.Env], learner_pid: int) -> gym.Env:
 
 
 def worker_processes(fns: list[Callable[[], gym.Env]]) -> AsyncVectorEnv:
-    """One forkserver process per env, each ignoring Ctrl-C and SIGTERM (``ignoring_stops``),
+    """One forkserver process per env, each ignoring Ctrl-C, SIGTERM and SIGHUP (``ignoring_stops``),
     reset in the step that ends an episode.
 
     A worker can set no handler before it has imported and unpickled its env factory (a second
     or more), and a stop to the run's process group in that time (Slurm pre-empting a job that
-    has just started) would end it. The two signals are blocked while the workers start: the
+    has just started) would end it. The signals are blocked while the workers start: the
     forkserver, started by the first call, inherits the blocked mask, and so does every worker
     it forks, until ``ignoring_stops`` ignores them. The resource tracker is started before the
-    block: its start unblocks both in the thread that starts it (multiprocessing.resource_tracker).
+    block: its start unblocks SIGINT and SIGTERM in the thread that starts it
+    (multiprocessing.resource_tracker).
     """
     resource_tracker.ensure_running()
     with stops_blocked():

@@ -1,4 +1,4 @@
-"""Stopping a run from outside: Ctrl-C and SIGTERM end it at the next env step, with everything whole.
+"""Stopping a run from outside: Ctrl-C, SIGTERM and SIGHUP end it at the next env step, with everything whole.
 
 A KeyboardInterrupt raised wherever the main thread happens to be can land between the reads
 of one vector step's worker pipes: the step is then half collected, and closing the envs waits
@@ -9,6 +9,10 @@ and the replay and counters consistent; a second Ctrl-C raises at once. Lightnin
 SIGTERM and raises it at the next batch, but the warm-up yields no batch for learning_starts
 env steps, so the next env step raises that too. Both are noted from the job's start
 (``run_job``), so a stop while the run starts ends it before training begins.
+
+SIGHUP (the terminal of a run in the foreground closed: an ssh connection that dropped) ends
+the run as SIGTERM does, where Python's default ended it on the spot with nothing saved; a run
+started with ``nohup`` ignores it and trains on.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _interrupted = threading.Event()
 _terminated = threading.Event()
+_terminated_by = ["SIGTERM"]  # the name of the signal that set _terminated: SIGTERM or SIGHUP
 
 
 def _note_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -40,13 +45,22 @@ def _note_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _note_sigterm(signum: int, frame: FrameType | None) -> None:
+    if not _terminated.is_set():
+        _terminated_by[0] = signal.Signals(signum).name
     _terminated.set()
-    log.warning("SIGTERM: stopping before training begins, or at the next env step after saving last.ckpt")
+    log.warning("%s: stopping before training begins, or at the next env step after saving last.ckpt", terminated_by())
+
+
+def terminated_by() -> str:
+    """The name of the signal that ended the run, as ``sigterm_noted`` reports it: SIGTERM (also
+    when Lightning noted it) or SIGHUP."""
+    return _terminated_by[0]
 
 
 @contextlib.contextmanager
 def taking_stops() -> Iterator[None]:
-    """While inside, Ctrl-C and SIGTERM are noted, not raised where they land: while the run
+    """While inside, Ctrl-C, SIGTERM and SIGHUP (unless ignored, as under ``nohup``) are noted,
+    not raised where they land: while the run
     starts ``raise_if_stopped_while_starting`` raises them, once it trains ``raise_if_stopped``
     (every env step). A second Ctrl-C raises at once.
 
@@ -64,6 +78,8 @@ def taking_stops() -> Iterator[None]:
     outermost = signal.getsignal(signal.SIGINT) is not _note_interrupt
     previous = {signal.SIGINT: signal.signal(signal.SIGINT, _note_interrupt)}
     previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _note_sigterm)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _note_sigterm)
     try:
         yield
     finally:
@@ -72,14 +88,15 @@ def taking_stops() -> Iterator[None]:
         if outermost:
             _interrupted.clear()
             _terminated.clear()
+            _terminated_by[0] = "SIGTERM"
 
 
-STOPS = {signal.SIGINT, signal.SIGTERM}  # the signals that stop a run from outside
+STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}  # the signals that stop a run from outside
 
 
 @contextlib.contextmanager
 def stops_blocked() -> Iterator[None]:
-    """Block Ctrl-C and SIGTERM in this thread while processes are started that must not die of
+    """Block Ctrl-C, SIGTERM and SIGHUP in this thread while processes are started that must not die of
     them before they can set their own handlers: a process forked or exec'd inside inherits the
     blocked mask, so the signal stays pending in it until it ignores it (which drops it) or
     unblocks it. The run's own handlers still get a stop that comes meanwhile: the kernel gives
@@ -93,8 +110,8 @@ def stops_blocked() -> Iterator[None]:
 
 
 def raise_if_stopped_while_starting() -> None:
-    """Raise StoppedError for a Ctrl-C or SIGTERM noted while the run started, before it wrote anything."""
-    for event, name in ((_interrupted, "Ctrl-C"), (_terminated, "SIGTERM")):
+    """Raise StoppedError for a Ctrl-C, SIGTERM or SIGHUP noted while the run started, before it wrote anything."""
+    for event, name in ((_interrupted, "Ctrl-C"), (_terminated, terminated_by())):
         if event.is_set():
             raise StoppedError(f"stopped by {name} before training began; its files are as they were")
 
@@ -102,14 +119,15 @@ def raise_if_stopped_while_starting() -> None:
 @contextlib.contextmanager
 def keeping_stops_to_this_process() -> Iterator[None]:
     """Start processes (``ray.init``) that a SIGTERM to the run's process group does not reach,
-    and put back the SIGINT and SIGTERM handlers that were in place before the block.
+    and put back the handlers of the stops (``STOPS``) that were in place before the block.
 
     ``ray.init`` in the driver starts Ray's processes (the GCS, and the raylet, which starts the
     actors' workers) in the run's process group, and installs Ray's own SIGTERM handler (and
     abseil's failure handler in front of it), which exits at once. A SIGTERM to the group then
     ended the run without saving last.ckpt in two ways: Ray's handler in the learner, and, when
     the raylet died first, Ray's core worker in the learner, which ends the process as soon as it
-    finds the raylet's object store gone. Inside the block SIGTERM is blocked in this thread;
+    finds the raylet's object store gone. Inside the block SIGTERM (and SIGHUP, a closed
+    terminal's, which ends them the same way) is blocked in this thread;
     processes started there inherit the blocked mask (as Ray's own start-up blocks SIGINT in
     them), so the signal stays pending in them and they end when the learner, having saved, shuts
     Ray down (SIGKILL after a 1 s grace), or with it if it is killed (Ray's fate-sharing). Setting
@@ -122,8 +140,8 @@ def keeping_stops_to_this_process() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    before = {sig: signal.getsignal(sig) for sig in STOPS}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGHUP})
     sigterm = False
     try:
         yield
@@ -144,13 +162,13 @@ def keeping_stops_to_this_process() -> Iterator[None]:
 
 
 def sigterm_noted(trainer: Any | None = None) -> bool:
-    """Whether a SIGTERM came since the run started, noted by ``taking_stops`` or the Trainer."""
+    """Whether a SIGTERM (or SIGHUP) came since the run started, noted by ``taking_stops`` or the Trainer."""
     return _terminated.is_set() or (trainer is not None and getattr(trainer, "received_sigterm", False))
 
 
 def noted_stop(trainer: Any | None = None) -> BaseException | None:
     """The stop asked for from outside and not yet raised: KeyboardInterrupt for Ctrl-C,
-    Lightning's SIGTERMException for a SIGTERM (``sigterm_noted``); None while there is none."""
+    Lightning's SIGTERMException for a SIGTERM or SIGHUP (``sigterm_noted``); None while there is none."""
     if _interrupted.is_set():
         return KeyboardInterrupt()
     if sigterm_noted(trainer):

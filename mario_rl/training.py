@@ -19,7 +19,7 @@ from mario_rl.levels import pool_nbytes
 from mario_rl.module import DQN
 from mario_rl.replay import replay_nbytes
 from mario_rl.resume import prepare
-from mario_rl.stopping import raise_if_stopped_while_starting, sigterm_noted, taking_stops
+from mario_rl.stopping import raise_if_stopped_while_starting, sigterm_noted, taking_stops, terminated_by
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ def train(cfg: DictConfig, run: RunConfig | None = None, overrides: Sequence[str
         if isinstance(err, EnvWorkerError) and not sigterm_noted(trainer):
             raise
         steps = module.stream.env_steps if module.stream else 0
-        raise StoppedError(f"stopped by SIGTERM at env step {steps}; saved, resume with ckpt_path=last") from None
+        raise StoppedError(
+            f"stopped by {terminated_by()} at env step {steps}; saved, resume with ckpt_path=last"
+        ) from None
     finally:
         if module.stream is not None:  # however fit ended: the workers go with it
             module.stream.close()

@@ -148,10 +148,16 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint_and_reaches_the_budget
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "to_group"),
-    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, True)],
-    ids=["sigterm", "sigint", "ctrl-c-in-a-terminal", "sigterm-to-the-group"],
+    [
+        (signal.SIGTERM, False),
+        (signal.SIGINT, False),
+        (signal.SIGINT, True),
+        (signal.SIGTERM, True),
+        (signal.SIGHUP, True),
+    ],
+    ids=["sigterm", "sigint", "ctrl-c-in-a-terminal", "sigterm-to-the-group", "a-closed-terminal"],
 )
-def test_sigterm_and_sigint_save_a_checkpoint_before_exiting(tmp_path, sig, to_group):
+def test_ctrl_c_sigterm_and_sighup_save_a_checkpoint_before_exiting(tmp_path, sig, to_group):
     stop_and_check_the_save(tmp_path, sig, to_group)
 
 
@@ -223,8 +229,8 @@ def stop_and_check_the_save(
     wait_for_the_stop(proc, sig, tmp_path)
     said = output(tmp_path)
     assert "error: an env worker" not in said
-    if sig == signal.SIGTERM:
-        assert "error: stopped by SIGTERM at env step" in said
+    if sig != signal.SIGINT:
+        assert f"error: stopped by {sig.name} at env step" in said
     # nothing lost: the workers' (or Ray actors') start states were read too
     assert "env worker" not in said and "start states are not saved" not in said
     saved = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
@@ -253,21 +259,34 @@ def test_sigterm_in_the_warm_up_saves_and_stops_at_once(tmp_path):
     assert 100 <= last["stream"]["env_steps"] < 100000 and last["global_step"] == 0
 
 
-@pytest.mark.parametrize(("sig", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")])
+@pytest.mark.parametrize(
+    ("sig", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C"), (signal.SIGHUP, "SIGHUP")]
+)
 def test_a_stop_while_a_run_starts_is_noted_then_raised_where_the_run_checks(sig, name):
     before = signal.getsignal(sig)
     with taking_stops():
         raise_if_stopped_while_starting()  # none yet
         assert noted_stop() is None
-        # Python's default would end the process (SIGTERM) or raise inside whatever runs (Ctrl-C)
+        # Python's default would end the process (SIGTERM, SIGHUP) or raise inside whatever runs (Ctrl-C)
         os.kill(os.getpid(), sig)
         with pytest.raises(StoppedError, match=rf"^stopped by {name} before training began; its files are as they"):
             raise_if_stopped_while_starting()
         # once training began, the first env step stops it
-        assert isinstance(noted_stop(), SIGTERMException if sig == signal.SIGTERM else KeyboardInterrupt)
+        assert isinstance(noted_stop(), KeyboardInterrupt if sig == signal.SIGINT else SIGTERMException)
     assert signal.getsignal(sig) is before
     raise_if_stopped_while_starting()  # the note goes with the run
     assert noted_stop() is None
+
+
+def test_a_run_started_with_nohup_keeps_ignoring_sighup():
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with taking_stops():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert noted_stop() is None
+    finally:
+        signal.signal(signal.SIGHUP, before)
 
 
 def sigterm_blocked_in(pid: int) -> bool:
